@@ -1,0 +1,105 @@
+"""The `AdapterError` hierarchy.
+
+Every error the library raises on purpose is one of these. Messages follow one form: a summary line that names
+what and where, indented detail lines (expected vs got, the rule, the file), and a last `hint:` line with the fix.
+
+    AdapterError
+    ├── SpecError                 a spec or rule is malformed (raised when it is built)
+    ├── PlanError                 source and target do not fit (raised before any tensor byte is read)
+    │   ├── MissingSourceError    a target parameter no source produces, or a merge group with a part missing
+    │   ├── UnusedSourceError     a source key no rule uses and no ignore entry names
+    │   ├── ShapeMismatchError    a rule would produce a shape other than the target's
+    │   ├── DtypeError            a source dtype that cannot become the target dtype
+    │   └── DuplicateTargetError  two rules (or two keys of one rule) write one target
+    ├── ReadError                 a source file cannot be read
+    │   ├── SourceNotFoundError   no such file, nothing loadable in a folder, or a shard named by an index is missing
+    │   ├── CorruptFileError      truncated file, bad header, bad index
+    │   ├── UnsupportedFormatError a file of a format we do not read (legacy non-zip pickle, unknown bytes)
+    │   └── UnsafePickleError     a pickle that needs code to load: refused, nothing executed
+    ├── LoadError                 materialisation failed after a clean plan (device, memory, ...)
+    └── ExportError               writing the foreign format failed; nothing half-written is left behind
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AdapterError",
+    "SpecError",
+    "PlanError",
+    "MissingSourceError",
+    "UnusedSourceError",
+    "ShapeMismatchError",
+    "DtypeError",
+    "DuplicateTargetError",
+    "ReadError",
+    "SourceNotFoundError",
+    "CorruptFileError",
+    "UnsafePickleError",
+    "UnsupportedFormatError",
+    "LoadError",
+    "ExportError",
+]
+
+
+class AdapterError(Exception):
+    """Base of every error `adapters` raises on purpose."""
+
+
+class SpecError(AdapterError, ValueError):
+    """A spec, rule, pattern or op is malformed. Raised at construction, long before any file is opened."""
+
+
+class PlanError(AdapterError):
+    """Source and target do not fit. `problems` lists every finding; nothing has been read yet."""
+
+    def __init__(self, message: str, problems: tuple = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+class MissingSourceError(PlanError):
+    """A target parameter that no source key produces (or a merge group with a part missing)."""
+
+
+class UnusedSourceError(PlanError):
+    """A source key that no rule uses and no `ignore` entry names."""
+
+
+class ShapeMismatchError(PlanError):
+    """A rule would produce a tensor whose shape differs from the target parameter's."""
+
+
+class DtypeError(PlanError):
+    """A source dtype that cannot be cast to the target dtype without changing its meaning."""
+
+
+class DuplicateTargetError(PlanError):
+    """More than one source group would write the same target parameter."""
+
+
+class ReadError(AdapterError, OSError):
+    """A source file cannot be read as a checkpoint."""
+
+
+class SourceNotFoundError(ReadError, FileNotFoundError):
+    """A path that does not exist, a folder with nothing loadable, or a shard named by an index that is missing."""
+
+
+class CorruptFileError(ReadError):
+    """A file that exists but is truncated, has a malformed header, or a malformed index."""
+
+
+class UnsupportedFormatError(ReadError):
+    """A file in a format `adapters` does not read (a legacy non-zip torch pickle, an unknown format)."""
+
+
+class UnsafePickleError(ReadError):
+    """A pickle that references code (globals outside torch's weights-only allowlist). Refused; nothing executed."""
+
+
+class LoadError(AdapterError, RuntimeError):
+    """Materialising a clean plan failed (device placement, memory). The model is left on `meta`, never half-filled."""
+
+
+class ExportError(AdapterError, OSError):
+    """Writing the foreign format failed. The destination is untouched; no partial file is left behind."""
