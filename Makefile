@@ -8,6 +8,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
+SAT    ?= SwissArmyTransformer==0.4.12
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 
@@ -17,7 +18,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q -e ".[test,sat]"
+	$(PIP) install -q --no-deps $(SAT)
 	touch $@
 
 demo: $(VENV)/.installed

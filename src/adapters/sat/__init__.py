@@ -1,0 +1,1 @@
+"""Adapters for SwissArmyTransformer (SAT) models."""
