@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e ".[test,sat]"
+	$(PIP) install -q -e ".[test,sat,fla]"
 	$(PIP) install -q --no-deps $(SAT)
 	touch $@
 

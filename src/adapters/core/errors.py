@@ -16,6 +16,7 @@ what and where, indented detail lines (expected vs got, the rule, the file), and
     │   ├── CorruptFileError      truncated file, bad header, bad index
     │   ├── UnsupportedFormatError a file of a format we do not read (legacy non-zip pickle, unknown bytes)
     │   └── UnsafePickleError     a pickle that needs code to load: refused, nothing executed
+    ├── HookError                 a checkpoint of another family or generation than the hook loads
     ├── LoadError                 materialisation failed after a clean plan (device, memory, ...)
     └── ExportError               writing the foreign format failed; nothing half-written is left behind
 """
@@ -36,6 +37,7 @@ __all__ = [
     "CorruptFileError",
     "UnsafePickleError",
     "UnsupportedFormatError",
+    "HookError",
     "LoadError",
     "ExportError",
 ]
@@ -95,6 +97,10 @@ class UnsupportedFormatError(ReadError):
 
 class UnsafePickleError(ReadError):
     """A pickle that references code (globals outside torch's weights-only allowlist). Refused; nothing executed."""
+
+
+class HookError(AdapterError, ValueError):
+    """A host hook was given a checkpoint of another family or generation than it loads."""
 
 
 class LoadError(AdapterError, RuntimeError):

@@ -1,0 +1,1 @@
+"""flash-linear-attention (FLA) host integration for `adapters`."""

@@ -1,0 +1,5 @@
+"""FLA specs, one file per family."""
+
+from . import rwkv7
+
+SPECS = (rwkv7.SPEC,)
