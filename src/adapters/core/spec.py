@@ -153,8 +153,14 @@ class Spec:
                     raise SpecError(f"spec {self.name!r}: keep entry {k.pattern} overlaps the targets of rule {i}: {r}")
 
     def inverse(self) -> Spec:
-        """The spec of the opposite direction: rules inverted, `ignore` and `keep` swapped."""
-        return Spec(f"{self.name} (inverse)", tuple(r.inverse() for r in self.rules), self.keep, self.ignore)
+        """The spec of the opposite direction: rules inverted, `ignore` and `keep` swapped.
+
+        An ignore entry that a rule also matches (``blocks.0.att.v0`` against ``blocks.{layer}.att.v0``) cannot
+        become a keep entry of the inverse, whose targets that rule writes; it is simply not produced.
+        """
+        rules = tuple(r.inverse() for r in self.rules)
+        keep = tuple(g for g in self.ignore if not any(g.pattern.overlaps(t) for r in rules for t in r.targets))
+        return Spec(f"{self.name} (inverse)", rules, self.keep, keep)
 
     def renamed(self, name: str) -> Spec:
         """The same mapping under another name (a family that stores the same layout)."""

@@ -1,1 +1,12 @@
-"""flash-linear-attention (FLA) host integration for `adapters`."""
+"""flash-linear-attention (FLA) host integration for `adapters`.
+
+Importing it installs the load hook: ``RWKV7ForCausalLM.from_pretrained`` then accepts BlinkDL ``.pth`` files.
+"""
+
+from .blinkdl import config_from_shapes, from_blinkdl
+from .export import save_blinkdl
+from .hook import install_hook
+
+install_hook()
+
+__all__ = ["config_from_shapes", "from_blinkdl", "install_hook", "save_blinkdl"]
