@@ -5,6 +5,6 @@ load hooks on import: ``import adapters.sat``, ``import adapters.fla``.
 """
 
 from .core import *  # noqa: F403
-from .core import __all__
+from .core import __all__ as __all__
 
 __version__ = "0.1.0"

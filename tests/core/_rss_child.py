@@ -8,7 +8,6 @@ import resource
 import sys
 
 import psutil
-import torch
 from accelerate import init_empty_weights
 
 from adapters.core import load

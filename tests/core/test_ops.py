@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from adapters.core import BlockPermute, Concat, Reshape, RotaryPermute, Scale, Split, SpecError, Transpose
+from adapters.core import BlockPermute, Concat, Reshape, RotaryPermute, Scale, SpecError, Split, Transpose
 from adapters.core.ops import OpShapeError
 
 

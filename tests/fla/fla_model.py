@@ -9,10 +9,10 @@ import tempfile
 from pathlib import Path
 
 import torch
+from blinkdl_checkpoint import save_blinkdl_rwkv7
 
 from adapters.fla.blinkdl import from_blinkdl
 from adapters.fla.rwkv7_eps import set_blinkdl_gnorm_eps
-from blinkdl_checkpoint import save_blinkdl_rwkv7
 
 __all__ = ["build_fla_rwkv7"]
 

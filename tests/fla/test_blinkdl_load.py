@@ -6,10 +6,11 @@ import torch
 pytest.importorskip("fla")
 pytest.importorskip("rwkv")
 
-from adapters.core import HookError, open_source  # noqa: E402
-from adapters.fla.blinkdl import from_blinkdl  # noqa: E402
 from blinkdl_checkpoint import make_blinkdl_rwkv7, save_blinkdl_rwkv7  # noqa: E402
 from reference import rwkv_logits  # noqa: E402
+
+from adapters.core import HookError  # noqa: E402
+from adapters.fla.blinkdl import from_blinkdl  # noqa: E402
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:According to Bo:UserWarning")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from adapters.core import FallbackError, UnsupportedOnCPUError  # noqa: E402
 from adapters.fla import cpu_ops  # noqa: E402
 from adapters.fla._dplr_torch import dplr_chunk, dplr_recurrent  # noqa: E402
 
@@ -159,10 +160,15 @@ def test_chunk_falls_back_to_scan_when_decay_range_is_huge():
 
 def test_dplr_rejects_bad_shapes():
     x = rwkv_like_inputs(2, 4, 2, 8, 6)
-    with pytest.raises(ValueError, match=r"initial_state must be \[N, H, K, V\] = \[2, 2, 8, 6\], got \[2, 2, 6, 8\]"):
+    with pytest.raises(FallbackError) as e:
         dplr_recurrent(*x, initial_state=torch.zeros(2, 2, 6, 8))
-    with pytest.raises(ValueError, match="with cu_seqlens the batch size must be 1, got 2"):
+    assert str(e.value) == "DPLR delta rule: initial_state must be [N, H, K, V] = [2, 2, 8, 6], got [2, 2, 6, 8]\n  hint: this is a call into adapters' CPU fallback from FLA; check the model config, or report it with the shapes"
+    with pytest.raises(FallbackError) as e:
         dplr_chunk(*x, cu_seqlens=torch.tensor([0, 2, 4]))
+    assert str(e.value) == (
+        "DPLR delta rule: with cu_seqlens the batch size must be 1, got 2; pack the sequences along the time axis"
+        "\n  hint: this is a call into adapters' CPU fallback from FLA; check the model config, or report it with the shapes"
+    )
 
 
 def test_rwkv7_kernels_agree_and_keep_fla_dtypes():
@@ -195,8 +201,12 @@ def test_rwkv7_kernels_agree_and_keep_fla_dtypes():
     assert s is None
     o, s = cpu_ops.chunk_rwkv7(*(t.bfloat16() for t in (r, w, k, v, minus_kk, kk_a)), output_final_state=True)
     assert o.dtype == torch.bfloat16 and s.dtype == torch.float32
-    with pytest.raises(NotImplementedError, match="cp_context"):
+    with pytest.raises(UnsupportedOnCPUError) as e:
         cpu_ops.chunk_rwkv7(r, w, k, v, minus_kk, kk_a, cp_context=object())
+    assert str(e.value) == (
+        "chunk_rwkv7: context parallelism (cp_context) has no CPU implementation\n"
+        "  hint: run context-parallel training on GPUs, where FLA's kernel supports it"
+    )
 
 
 # ---------------------------------------------------------------- token shift and the elementwise ops

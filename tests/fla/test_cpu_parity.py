@@ -17,8 +17,8 @@ pytestmark = [
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from fla_model import build_fla_rwkv7  # noqa: E402
 from blinkdl_checkpoint import make_blinkdl_rwkv7, save_blinkdl_rwkv7  # noqa: E402
+from fla_model import build_fla_rwkv7  # noqa: E402
 from reference import rwkv_logits, rwkv_state_to_fla  # noqa: E402
 
 from adapters.fla import cpu_ops  # noqa: E402

@@ -10,6 +10,7 @@ from hf_fixtures import randomize_
 from transformers.models.gptj.modeling_gptj import apply_rotary_pos_emb as gptj_apply_rotary_pos_emb
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb as llama_apply_rotary_pos_emb
 
+from adapters.core import FallbackError
 from adapters.sat.cpu import apply_rotary, install_cpu_fallbacks
 
 install_cpu_fallbacks()
@@ -132,8 +133,19 @@ def test_rotary_bf16_is_the_float32_result_rounded_once():
 def test_rotary_rejects_a_dtype_mismatch_with_a_hint():
     cos, sin = angle_tables(HEADDIM)
     x = torch.randn(BATCH, HEADS, SEQLEN, HEADDIM).bfloat16()
-    with pytest.raises(ValueError, match=r"share a dtype.*\n  hint: FastRotaryEmbedding caches cos/sin"):
+    with pytest.raises(FallbackError) as e:
         apply_rotary(x, cos, sin, shuffled_positions())
+    assert str(e.value) == (
+        "apply_rotary: x, cos and sin must share a dtype, got torch.bfloat16, torch.float32 and torch.float32\n"
+        "  hint: FastRotaryEmbedding caches cos/sin in the dtype of its first call; after changing the model's "
+        "dtype set `_seq_len_cached = 0` on each rotary module so the cache is rebuilt"
+    )
+    with pytest.raises(FallbackError) as e:
+        apply_rotary(x[0], cos, sin, shuffled_positions())
+    assert str(e.value) == (
+        f"apply_rotary: x must be (batch, nheads, seqlen, headdim), got shape {tuple(x[0].shape)}"
+        "\n  hint: this is a call into adapters' CPU fallback from SAT; check the model config, or report it with the shapes"
+    )
 
 
 @pytest.mark.parametrize("interleaved", [False, True], ids=["neox", "gptj"])

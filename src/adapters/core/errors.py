@@ -17,6 +17,8 @@ what and where, indented detail lines (expected vs got, the rule, the file), and
     │   ├── UnsupportedFormatError a file of a format we do not read (legacy non-zip pickle, unknown bytes)
     │   └── UnsafePickleError     a pickle that needs code to load: refused, nothing executed
     ├── HookError                 a checkpoint of another family or generation than the hook loads
+    ├── FallbackError             a CPU fallback op called with arguments it cannot take
+    ├── UnsupportedOnCPUError     a feature the CPU fallbacks do not implement (the GPU kernels do)
     ├── LoadError                 materialisation failed after a clean plan (device, memory, ...)
     └── ExportError               writing the foreign format failed; nothing half-written is left behind
 """
@@ -38,6 +40,8 @@ __all__ = [
     "UnsafePickleError",
     "UnsupportedFormatError",
     "HookError",
+    "FallbackError",
+    "UnsupportedOnCPUError",
     "LoadError",
     "ExportError",
 ]
@@ -101,6 +105,14 @@ class UnsafePickleError(ReadError):
 
 class HookError(AdapterError, ValueError):
     """A host hook was given a checkpoint of another family or generation than it loads."""
+
+
+class FallbackError(AdapterError, ValueError):
+    """A torch fallback for a GPU-only op (SAT rotary, FLA RWKV-7) got arguments outside the kernel's contract."""
+
+
+class UnsupportedOnCPUError(AdapterError, NotImplementedError):
+    """A feature the CPU fallbacks do not implement; the GPU kernels do."""
 
 
 class LoadError(AdapterError, RuntimeError):

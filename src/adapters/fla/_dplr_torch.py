@@ -34,6 +34,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..core.errors import FallbackError
+
+_HINT = "\n  hint: this is a call into adapters' CPU fallback from FLA; check the model config, or report it with the shapes"
+
 __all__ = ["CHUNK_SIZE", "dplr_chunk", "dplr_recurrent"]
 
 # Tokens per chunk in `dplr_chunk`. FLA's own `chunk_size` argument tunes its GPU kernel and is not used here.
@@ -93,7 +97,7 @@ def dplr_chunk(
     batched matmuls instead of T steps of small ones, which is what makes CPU training bearable.
     """
     if chunk_size < 1:
-        raise ValueError(f"dplr_chunk: chunk_size must be >= 1, got {chunk_size}")
+        raise FallbackError(f"dplr_chunk: chunk_size must be >= 1, got {chunk_size}" + _HINT)
 
     def core(q, k, v, a, b, gk, state):
         result = _chunked(q, k, v, a, b, gk, state, chunk_size)
@@ -108,15 +112,15 @@ def _run(core, q, k, v, a, b, gk, scale, initial_state, output_final_state, reve
     num_seqs = batch
     if cu_seqlens is not None:
         if batch != 1:
-            raise ValueError(
+            raise FallbackError(
                 f"DPLR delta rule: with cu_seqlens the batch size must be 1, got {batch}; "
-                "pack the sequences along the time axis"
+                "pack the sequences along the time axis" + _HINT
             )
         num_seqs = len(cu_seqlens) - 1
     if initial_state is not None and tuple(initial_state.shape) != (num_seqs, heads, key_dim, value_dim):
-        raise ValueError(
+        raise FallbackError(
             f"DPLR delta rule: initial_state must be [N, H, K, V] = {[num_seqs, heads, key_dim, value_dim]}, "
-            f"got {list(initial_state.shape)}"
+            f"got {list(initial_state.shape)}" + _HINT
         )
 
     inputs = (q, k, v, a, b, gk) + ((initial_state,) if initial_state is not None else ())

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..core.errors import UnsupportedOnCPUError
+
 __all__ = ["cpu_aware_cross_entropy_loss", "cpu_aware_linear_cross_entropy_loss", "cross_entropy"]
 
 
@@ -54,7 +56,10 @@ def cpu_aware_cross_entropy_loss(base: type) -> type:
             if input.device.type != "cpu":
                 return super().forward(input, target)
             if self.process_group is not None:
-                raise NotImplementedError("FusedCrossEntropyLoss: process_group has no CPU implementation")
+                raise UnsupportedOnCPUError(
+                    "FusedCrossEntropyLoss: process_group has no CPU implementation\n"
+                    "  hint: use a plain loss on CPU, or run tensor-parallel training on GPUs"
+                )
             loss, z_loss = cross_entropy(
                 input,
                 target,
@@ -87,7 +92,10 @@ def cpu_aware_linear_cross_entropy_loss(base: type) -> type:
             if x.device.type != "cpu":
                 return super().forward(x, target, weight, bias)
             if self.process_group is not None:
-                raise NotImplementedError("FusedLinearCrossEntropyLoss: process_group has no CPU implementation")
+                raise UnsupportedOnCPUError(
+                    "FusedLinearCrossEntropyLoss: process_group has no CPU implementation\n"
+                    "  hint: use a plain loss on CPU, or run tensor-parallel training on GPUs"
+                )
             logits = F.linear(x.reshape(-1, x.shape[-1]), weight, bias)
             target = target.reshape(-1)
             loss, _ = cross_entropy(

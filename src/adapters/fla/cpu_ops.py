@@ -46,12 +46,11 @@ import importlib
 import torch
 import torch.nn.functional as F
 
-from adapters.fla._dplr_torch import dplr_chunk, dplr_recurrent
-from adapters.fla._loss_torch import (
-    cpu_aware_cross_entropy_loss,
-    cpu_aware_linear_cross_entropy_loss,
-    cross_entropy,
-)
+from ..core.errors import FallbackError, UnsupportedOnCPUError
+from ._dplr_torch import dplr_chunk, dplr_recurrent
+from ._loss_torch import cpu_aware_cross_entropy_loss, cpu_aware_linear_cross_entropy_loss, cross_entropy
+
+_HINT = "\n  hint: this is a call into adapters' CPU fallback from FLA; check the model config, or report it with the shapes"
 
 __all__ = [
     "chunk_rwkv7",
@@ -95,7 +94,7 @@ def token_shift(
         return (delta, new_cache) if output_cache else delta
 
     if x.dim() != 3 or x.shape[0] != 1:
-        raise ValueError(f"token_shift: with cu_seqlens, x must be [1, total, C], got {list(x.shape)}")
+        raise FallbackError(f"token_shift: with cu_seqlens, x must be [1, total, C], got {list(x.shape)}" + _HINT)
     cu_seqlens = cu_seqlens.to(device=x.device, dtype=torch.long)
     starts, ends = cu_seqlens[:-1], cu_seqlens[1:]
     num_seqs = len(starts)
@@ -191,7 +190,7 @@ def group_norm(
     `y` has `x`'s dtype. `is_rms_norm` drops the mean.
     """
     if x.shape[-1] % num_groups:
-        raise ValueError(f"group_norm: {x.shape[-1]} channels do not split into {num_groups} groups")
+        raise FallbackError(f"group_norm: {x.shape[-1]} channels do not split into {num_groups} groups" + _HINT)
     dtype = torch.promote_types(x.dtype, torch.float32)
     summed = x.to(dtype)
     if residual is not None:
@@ -263,7 +262,10 @@ def chunk_rwkv7(
     ignored. Context parallelism (`cp_context`) is not supported on CPU.
     """
     if cp_context is not None:
-        raise NotImplementedError("chunk_rwkv7: context parallelism (cp_context) has no CPU implementation")
+        raise UnsupportedOnCPUError(
+            "chunk_rwkv7: context parallelism (cp_context) has no CPU implementation\n"
+            "  hint: run context-parallel training on GPUs, where FLA's kernel supports it"
+        )
     return dplr_chunk(r, k, v, a, b, w, scale, initial_state, output_final_state, cu_seqlens)
 
 

@@ -32,12 +32,18 @@ def blinkdl_file(name_or_path: object) -> Path | None:
     return None
 
 
-def _dtype(value: object) -> torch.dtype | None:
+def _dtype(value: object, path: Path) -> torch.dtype | None:
     if value is None or isinstance(value, torch.dtype):
         return value
     if value == "auto":
         return None  # from_blinkdl's default; the file's own dtype is usually bf16, which users ask for explicitly
-    return getattr(torch, str(value))
+    found = getattr(torch, str(value), None)
+    if not isinstance(found, torch.dtype) or not found.is_floating_point:
+        raise HookError(
+            f"{path}: torch_dtype={value!r} is not a floating-point torch dtype\n"
+            '  hint: pass torch.bfloat16, torch.float16, torch.float32, or a name such as "bfloat16"'
+        )
+    return found
 
 
 def install_hook() -> None:
@@ -54,12 +60,18 @@ def install_hook() -> None:
         if path is None:
             return original.__func__(cls, pretrained_model_name_or_path, *args, **kwargs)
         if args:
-            raise HookError(f"{path}: positional arguments after the path are not supported for BlinkDL files")
-        dtype = _dtype(kwargs.pop("torch_dtype", None) or kwargs.pop("dtype", None))
+            raise HookError(
+                f"{path}: from_pretrained got {len(args)} positional argument(s) after the path; a BlinkDL file "
+                "takes none\n  hint: pass torch_dtype=, device_map= and config fields as keyword arguments"
+            )
+        dtype = _dtype(kwargs.pop("torch_dtype", None) or kwargs.pop("dtype", None), path)
         device_map = kwargs.pop("device_map", None)
         device = device_map if isinstance(device_map, (str, torch.device)) and device_map != "auto" else "cpu"
         if device_map is not None and not isinstance(device_map, (str, torch.device)):
-            raise HookError(f"{path}: device_map dicts are not supported for BlinkDL files yet\n  hint: pass one device")
+            raise HookError(
+                f"{path}: device_map={device_map!r} is not supported for BlinkDL files yet (expected one device)\n"
+                '  hint: pass one device, e.g. device_map="cpu" or device_map="cuda:0"'
+            )
         return from_blinkdl(path, dtype=dtype, device=device, **kwargs)
 
     setattr(from_pretrained, _MARK, True)

@@ -28,6 +28,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..core.errors import FallbackError
+
+_HINT = "\n  hint: this is a call into adapters' CPU fallback from SAT; check the model config, or report it with the shapes"
+
 __all__ = ["apply_rotary", "install_cpu_fallbacks"]
 
 # Marks the callables we install, so that a second install_cpu_fallbacks() recognises them.
@@ -76,23 +80,26 @@ def apply_rotary(
         `x` itself, written in place, when `inplace=True`; otherwise a new tensor shaped like `x`.
     """
     if x.dim() != 4:
-        raise ValueError(f"apply_rotary: x must be (batch, nheads, seqlen, headdim), got shape {tuple(x.shape)}")
+        raise FallbackError(
+            f"apply_rotary: x must be (batch, nheads, seqlen, headdim), got shape {tuple(x.shape)}" + _HINT
+        )
     batch, _, seqlen, headdim = x.shape
     if cos.dim() != 2 or sin.shape != cos.shape:
-        raise ValueError(
+        raise FallbackError(
             f"apply_rotary: cos and sin must both be (seqlen_ro, rotary_dim / 2), "
-            f"got {tuple(cos.shape)} and {tuple(sin.shape)}"
+            f"got {tuple(cos.shape)} and {tuple(sin.shape)}" + _HINT
         )
     seqlen_ro, half = cos.shape
     rotary_dim = 2 * half
     if rotary_dim > headdim:
-        raise ValueError(f"apply_rotary: rotary_dim {rotary_dim} (2 * cos.shape[1]) exceeds headdim {headdim}")
+        raise FallbackError(f"apply_rotary: rotary_dim {rotary_dim} (2 * cos.shape[1]) exceeds headdim {headdim}" + _HINT)
     if tuple(position_ids.shape) != (batch, seqlen):
-        raise ValueError(
+        raise FallbackError(
             f"apply_rotary: position_ids must be (batch, seqlen) = {(batch, seqlen)}, got {tuple(position_ids.shape)}"
+            + _HINT
         )
     if not (x.dtype == cos.dtype == sin.dtype):
-        raise ValueError(
+        raise FallbackError(
             f"apply_rotary: x, cos and sin must share a dtype, got {x.dtype}, {cos.dtype} and {sin.dtype}\n"
             "  hint: FastRotaryEmbedding caches cos/sin in the dtype of its first call; after changing the model's "
             "dtype set `_seq_len_cached = 0` on each rotary module so the cache is rebuilt"
@@ -101,9 +108,9 @@ def apply_rotary(
     positions = position_ids.long()
     if isinstance(seqlen_offsets, torch.Tensor):
         if tuple(seqlen_offsets.shape) != (batch,):
-            raise ValueError(
+            raise FallbackError(
                 f"apply_rotary: a tensor seqlen_offsets must be (batch,) = ({batch},), "
-                f"got {tuple(seqlen_offsets.shape)}"
+                f"got {tuple(seqlen_offsets.shape)}" + _HINT
             )
         positions = positions + seqlen_offsets.long().to(positions.device)[:, None]
     else:
