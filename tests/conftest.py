@@ -1,7 +1,7 @@
 import pytest
 import torch
-from accelerate import init_empty_weights
 
+from adapters.core import empty_weights
 from adapters.demo import ToyConfig, ToyModel, toy_foreign_state
 
 
@@ -17,5 +17,5 @@ def toy_state(toy_config) -> dict[str, torch.Tensor]:
 
 @pytest.fixture
 def meta_toy(toy_config) -> ToyModel:
-    with init_empty_weights():
+    with empty_weights():
         return ToyModel(toy_config)

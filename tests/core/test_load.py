@@ -6,9 +6,8 @@ import os
 
 import pytest
 import torch
-from accelerate import init_empty_weights
 
-from adapters.core import ExportError, LoadError, export, load, open_source
+from adapters.core import ExportError, LoadError, empty_weights, export, load, open_source
 from adapters.demo import FORMATS, TOY_SPEC, ToyModel, toy_dims, write_toy_checkpoint
 
 
@@ -128,7 +127,7 @@ def test_failure_mid_load_leaves_no_half_model(tmp_path, toy_state, meta_toy, to
 
 
 def test_tied_parameters_are_written_once_and_retied(tmp_path, toy_config, toy_state):
-    with init_empty_weights():
+    with empty_weights():
         model = ToyModel(toy_config)
     model.head.weight = model.embed.weight  # tie
     from adapters.core import Spec

@@ -3,6 +3,7 @@
 Never imports `sat` or `fla`: hosts build on this, not the other way round.
 """
 
+from .empty import empty_weights
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors
 from .export import export, export_tensors
@@ -19,6 +20,6 @@ __all__ = [
     *_errors,
     "BlockPermute", "Concat", "Ignore", "KeyPattern", "LoadReport", "ModelTable", "Op", "Plan", "Reader",
     "Reshape", "RotaryPermute", "Rule", "Scale", "Spec", "Split", "TensorInfo", "Transpose", "Unit",
-    "compress_keys", "export", "export_tensors", "ignore", "load", "materialize", "model_table", "natural_key",
+    "compress_keys", "empty_weights", "export", "export_tensors", "ignore", "load", "materialize", "model_table", "natural_key",
     "open_source", "plan", "rule", "summarize_keys",
 ]  # fmt: skip

@@ -43,7 +43,7 @@ def load(
     dtype: torch.dtype | None = None,
     progress: bool | None = None,
 ) -> LoadReport:
-    """Plan, then fill `model` (usually built under `accelerate.init_empty_weights`) from `source`.
+    """Plan, then fill `model` (usually built under `empty_weights()`) from `source`.
 
     Args:
         spec: the family's rules.
@@ -63,7 +63,7 @@ def load(
         LoadError: placement failed; the model's tensors are back on `meta`, never half-filled.
 
     Example:
-        >>> with init_empty_weights():
+        >>> with empty_weights():
         ...     model = MyModel(config)
         >>> report = load(SPEC, "ckpt/", model, dims={"q_dim": 64, "kv_dim": 16})
         >>> print(report)

@@ -8,9 +8,8 @@ import tempfile
 from pathlib import Path
 
 import torch
-from accelerate import init_empty_weights
 
-from ..core import export, load, open_source, plan
+from ..core import empty_weights, export, load, open_source, plan
 from ..core.readers import open_source as _open
 from .toy import FORMATS, TOY_SPEC, ToyConfig, ToyModel, toy_dims, toy_foreign_state, write_toy_checkpoint
 
@@ -26,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = write_toy_checkpoint(Path(tmp) / "foreign", state, args.format)
         print(f"built a {args.format} toy checkpoint: {len(state)} tensors -> {path.name}\n")
-        with init_empty_weights():
+        with empty_weights():
             model = ToyModel(config)
         with _open(path) as reader:
             print(plan(TOY_SPEC, reader, model, dims=toy_dims(config)).describe(), "\n")

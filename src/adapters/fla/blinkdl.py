@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import torch
 
 from ..core import HookError, Reader, TensorInfo, load, open_source
+from ..core.empty import no_init
 from .specs.rwkv7 import SPEC
 
 __all__ = ["config_from_shapes", "from_blinkdl"]
@@ -85,8 +86,8 @@ def from_blinkdl(
     try:
         config = RWKV7Config(**(config_from_shapes(reader.table(), reader.path) | config_overrides))
         # FLA's initialisers assign `.data` of fresh tensors, which accelerate's init_empty_weights refuses;
-        # the meta device context makes those tensors meta too. No memory, no init.
-        with torch.device("meta"):
+        # the meta device context makes those tensors meta too, and no_init skips torch's init calls.
+        with torch.device("meta"), no_init():
             model = RWKV7ForCausalLM(config)
         load(SPEC, reader, model, device=device, dtype=dtype or torch.float32, progress=progress)
     finally:
