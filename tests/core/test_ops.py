@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from adapters.core import BlockPermute, Concat, Reshape, RotaryPermute, Scale, SpecError, Split, Transpose
-from adapters.core.ops import OpShapeError
+from adapters.core.ops import Dedupe, Duplicate, OpShapeError, OpValueError
 
 
 def distinct(*shape: int, dtype=torch.float32) -> torch.Tensor:
@@ -31,6 +31,8 @@ CASES = [
     pytest.param(RotaryPermute(0, head_dim=8, to="interleaved"), [distinct(16)], id="rotary-to-interleaved"),
     pytest.param(Scale(8.0), [distinct(3, 4)], id="scale"),
     pytest.param(Scale(0.125), [distinct(3, 4, dtype=torch.bfloat16)], id="scale-bf16"),
+    pytest.param(Duplicate(2), [distinct(5, 3)], id="duplicate"),
+    pytest.param(Dedupe(3), [distinct(2, 3), distinct(2, 3), distinct(2, 3)], id="dedupe"),
 ]
 
 
@@ -122,3 +124,18 @@ def test_bad_ops_fail_at_construction(make, message):
     with pytest.raises(SpecError) as e:
         make()
     assert str(e.value) == message
+
+
+def test_duplicate_copies_own_their_memory_and_dedupe_refuses_copies_that_differ():
+    x = distinct(4, 2)
+    a, b = Duplicate(2)([x])
+    assert torch.equal(a, b) and a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr()
+    with pytest.raises(OpValueError) as info:
+        Dedupe(2)([x, x + 0.5])
+    assert str(info.value) == (
+        "Dedupe(copies=2): copy 1 differs from copy 0 (max abs diff 0.5); tied tensors must be equal"
+    )
+    with pytest.raises(OpShapeError, match=r"Dedupe\(copies=2\) needs 2 inputs of one shape, got \[4, 2\], \[2, 4\]"):
+        Dedupe(2).out_shapes([(4, 2), (2, 4)])
+    with pytest.raises(SpecError, match="copies must be at least 2"):
+        Duplicate(1)

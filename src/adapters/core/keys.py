@@ -112,7 +112,12 @@ class KeyPattern:
         return "".join(out)
 
     def overlaps(self, other: KeyPattern) -> bool:
-        """True if some key matches both patterns (ignoring the no-leading-zero rule, so it errs towards True)."""
+        """True if some key matches both patterns; errs towards True.
+
+        Numbers are any digit strings, except that a placeholder with a positive offset (``{expert+1}``: at least 1,
+        written without leading zeros) never starts with ``0``. That keeps ``experts.0.w`` and ``experts.{e+1}.w``
+        apart, which is how a rule for the first item and a rule for the rest share one key family.
+        """
         return _intersects(_elements(self), _elements(other))
 
     def __str__(self) -> str:
@@ -120,41 +125,47 @@ class KeyPattern:
 
 
 # --- overlap: product of two tiny automata -------------------------------------------------------------------------
-# Elements are literal characters or DIGITS (one or more digits). A state is (index, inside_digits).
+# Elements are literal characters or a placeholder, written as the least number it matches (0, or its positive
+# offset). A placeholder matches one or more digits. A state is (index, inside_digits).
+
+_Element = str | int
 
 
-def _elements(p: KeyPattern) -> tuple[str | None, ...]:
-    out: list[str | None] = []
+def _elements(p: KeyPattern) -> tuple[_Element, ...]:
+    out: list[_Element] = []
     for part in p.parts:
-        out.extend(part) if isinstance(part, str) else out.append(None)
+        out.extend(part) if isinstance(part, str) else out.append(max(part.offset, 0))
     return tuple(out)
 
 
-def _step(els: tuple[str | None, ...], state: tuple[int, bool], ch: str) -> set[tuple[int, bool]]:
+def _step(els: tuple[_Element, ...], state: tuple[int, bool], ch: str) -> set[tuple[int, bool]]:
     nxt: set[tuple[int, bool]] = set()
     for i, inside in _closure(els, state):
         if i < len(els):
             el = els[i]
-            if el is None and ch.isdigit():
-                nxt.add((i, True))
+            if isinstance(el, int):
+                # A number of at least 1 has no leading zero, so its first digit is not 0.
+                if ch.isdigit() and (inside or el == 0 or ch != "0"):
+                    nxt.add((i, True))
             elif el == ch:
                 nxt.add((i + 1, False))
     return nxt
 
 
-def _closure(els: tuple[str | None, ...], state: tuple[int, bool]) -> set[tuple[int, bool]]:
+def _closure(els: tuple[_Element, ...], state: tuple[int, bool]) -> set[tuple[int, bool]]:
     i, inside = state
     return {state, (i + 1, False)} if inside else {state}
 
 
-def _accepts(els: tuple[str | None, ...], state: tuple[int, bool]) -> bool:
+def _accepts(els: tuple[_Element, ...], state: tuple[int, bool]) -> bool:
     return any(i == len(els) for i, _ in _closure(els, state))
 
 
-def _intersects(a: tuple[str | None, ...], b: tuple[str | None, ...]) -> bool:
-    literals = {c for c in a + b if c is not None}
-    spare_digit = next((d for d in "0123456789" if d not in literals), None)
-    alphabet = literals | ({spare_digit} if spare_digit else set())
+def _intersects(a: tuple[_Element, ...], b: tuple[_Element, ...]) -> bool:
+    literals = {c for c in a + b if isinstance(c, str)}
+    # Digits that no literal uses behave alike, except 0 (see _step): one spare of each kind is enough.
+    spare = [next((d for d in digits if d not in literals), None) for digits in ("0", "123456789")]
+    alphabet = literals | {d for d in spare if d is not None}
     start = ((0, False), (0, False))
     seen, todo = {start}, [start]
     while todo:

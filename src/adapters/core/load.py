@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from typing import Union
 
 import torch
 from accelerate.utils import set_module_tensor_to_device
@@ -29,7 +28,7 @@ from .table import TensorInfo
 
 __all__ = ["load", "materialize", "Device"]
 
-Device = Union[str, int, torch.device]
+Device = str | int | torch.device
 DeviceMap = Mapping[str, Device]
 
 

@@ -31,7 +31,10 @@ __all__ = [
     "BlockPermute",
     "RotaryPermute",
     "Scale",
+    "Duplicate",
+    "Dedupe",
     "OpShapeError",
+    "OpValueError",
     "Shape",
     "Size",
 ]
@@ -42,6 +45,10 @@ Size = int | str  # a number, or a name bound from the model's dims at plan time
 
 class OpShapeError(ValueError):
     """An op cannot take these input shapes. The planner turns it into a `ShapeMismatchError` with context."""
+
+
+class OpValueError(ValueError):
+    """An op's inputs have the right shapes but values it cannot honour (tied copies that differ)."""
 
 
 def _bind_size(size: Size, dims: Mapping[str, int], op: Op) -> int:
@@ -401,3 +408,69 @@ class Scale(Elementwise):
 
     def inverse(self) -> Scale:
         return Scale(1.0 / self.factor)
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate(Op):
+    """One tensor to `copies` equal tensors: a tied source (HF ``tie_word_embeddings``) feeding untied targets.
+
+    Every copy owns its memory, so training one target never moves another. The inverse is `Dedupe`.
+    """
+
+    copies: int = 2
+
+    def __post_init__(self) -> None:
+        if self.copies < 2:
+            raise SpecError(f"{self}: copies must be at least 2")
+
+    def count(self, n_in: int) -> int:
+        return self.copies
+
+    def out_shapes(self, shapes: Sequence[Shape]) -> tuple[Shape, ...]:
+        if len(shapes) != 1:
+            raise OpShapeError(f"{self} takes one input, got {len(shapes)}")
+        return (tuple(shapes[0]),) * self.copies
+
+    def apply(self, tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        self.out_shapes([tuple(t.shape) for t in tensors])
+        (tensor,) = tensors
+        return (tensor,) + tuple(tensor.clone() for _ in range(self.copies - 1))
+
+    def inverse(self) -> Dedupe:
+        return Dedupe(self.copies)
+
+
+@dataclass(frozen=True, slots=True)
+class Dedupe(Op):
+    """`copies` equal tensors to one (export of a tied pair); raises `OpValueError` when the copies differ.
+
+    A fine-tune that trained the two copies apart cannot be written as one tied tensor without losing one of them,
+    so this refuses instead of picking.
+    """
+
+    copies: int = 2
+
+    def __post_init__(self) -> None:
+        if self.copies < 2:
+            raise SpecError(f"{self}: copies must be at least 2")
+
+    def count(self, n_in: int) -> int:
+        return 1
+
+    def out_shapes(self, shapes: Sequence[Shape]) -> tuple[Shape, ...]:
+        if len(shapes) != self.copies or any(tuple(s) != tuple(shapes[0]) for s in shapes):
+            got = ", ".join(str(list(s)) for s in shapes)
+            raise OpShapeError(f"{self} needs {self.copies} inputs of one shape, got {got}")
+        return (tuple(shapes[0]),)
+
+    def apply(self, tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        self.out_shapes([tuple(t.shape) for t in tensors])
+        first = tensors[0]
+        for i, other in enumerate(tensors[1:], 1):
+            if not torch.equal(first, other.to(first.device)):
+                diff = (first.float() - other.to(first.device).float()).abs().max().item()
+                raise OpValueError(f"{self}: copy {i} differs from copy 0 (max abs diff {diff:.3g}); tied tensors must be equal")
+        return (first,)
+
+    def inverse(self) -> Duplicate:
+        return Duplicate(self.copies)

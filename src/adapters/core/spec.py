@@ -45,7 +45,7 @@ class Rule:
         names = self.sources[0].names
         for p in self.sources + self.targets:
             if p.names != names:
-                only = sorted((p.names ^ names))
+                only = sorted(p.names ^ names)
                 raise SpecError(
                     f'rule "{self}" uses placeholder {{{only[0]}}} on one side only; '
                     "every pattern of a rule must use the same placeholders"

@@ -1,1 +1,21 @@
-"""Adapters for SwissArmyTransformer (SAT) models."""
+"""SwissArmyTransformer (SAT) host integration for `adapters`.
+
+Importing it installs the load hook (every SAT model class gains ``from_hf``, and SAT's ``from_pretrained``
+accepts HF checkpoints) and the CPU fallbacks for SAT's Triton rotary kernel and half-precision LayerNorm.
+"""
+
+import os
+
+os.environ.setdefault("SAT_LOGLEVEL", "ERROR")  # SAT warns "DeepSpeed Not Installed" on every import
+
+from .cpu import install_cpu_fallbacks
+from .from_hf import family_of, from_hf
+from .hf_checkpoint import HFCheckpoint, is_hf_checkpoint, resolve_hf
+from .hook import install_hook
+from .specs import FAMILIES
+
+install_cpu_fallbacks()
+install_hook()
+
+__all__ = ["FAMILIES", "HFCheckpoint", "family_of", "from_hf", "install_cpu_fallbacks", "install_hook",
+           "is_hf_checkpoint", "resolve_hf"]  # fmt: skip

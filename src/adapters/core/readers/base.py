@@ -67,7 +67,7 @@ class Reader(ABC):
             self._keys_cache = cached
         return cached
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: readers without handles need nothing
         """Release file handles and mappings. Safe to call twice."""
 
     def __enter__(self) -> Reader:

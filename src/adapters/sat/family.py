@@ -1,0 +1,78 @@
+"""A family: everything `from_hf` needs to know about one HF architecture and the SAT class that holds it.
+
+Each ``specs/<family>.py`` defines one `Family` and the registry in ``specs/__init__.py`` lists them. The spec
+itself stays a table; the callables here are the few places a config decides something (tied heads, rope base).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from ..core import HookError, Spec
+from .hf_checkpoint import HFCheckpoint
+
+__all__ = ["Family", "find_family"]
+
+Args = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Family:
+    """One HF architecture → one SAT model class.
+
+    Attributes:
+        name: short name used in messages and the supported-families table (``"llama"``).
+        model_types: the HF ``config.json`` ``model_type`` values it reads.
+        sat_class: dotted path of the SAT class (imported on use, so listing families imports no SAT).
+        args: HF config → SAT model args (architecture only; `from_hf` adds the loading ones).
+        spec: HF checkpoint (config and source keys) → the `Spec` to load with.
+        dims: HF config → the named sizes the spec's ops use.
+        accepts: tells apart families that share a ``model_type`` (ChatGLM v1/2/3, GLM-4); None accepts all.
+        prepare: adjusts the freshly built model (still on meta) before loading, e.g. drops a head mixin.
+        finish: fixes the loaded model where SAT hard-codes something the config says otherwise (rope base).
+    """
+
+    name: str
+    model_types: tuple[str, ...]
+    sat_class: str
+    args: Callable[[HFCheckpoint], Args]
+    spec: Callable[[HFCheckpoint, frozenset[str]], Spec]
+    dims: Callable[[HFCheckpoint], Mapping[str, int]] = lambda ckpt: {}
+    accepts: Callable[[HFCheckpoint], bool] | None = None
+    prepare: Callable[[nn.Module, HFCheckpoint, frozenset[str]], None] | None = None
+    finish: Callable[[nn.Module, HFCheckpoint], None] | None = None
+
+    def load_class(self) -> type:
+        module, _, name = self.sat_class.rpartition(".")
+        return getattr(importlib.import_module(module), name)
+
+    @property
+    def class_name(self) -> str:
+        return self.sat_class.rpartition(".")[2]
+
+
+def find_family(ckpt: HFCheckpoint, families: tuple[Family, ...]) -> Family:
+    """The one family that reads `ckpt`, or a `HookError` that lists what is supported."""
+    model_type = ckpt.model_type
+    candidates = [f for f in families if model_type in f.model_types]
+    matched = [f for f in candidates if f.accepts is None or f.accepts(ckpt)]
+    if len(matched) == 1:
+        return matched[0]
+    supported = ", ".join(sorted({t for f in families for t in f.model_types}))
+    archs = ", ".join(ckpt.get("architectures") or []) or "none listed"
+    if not candidates:
+        raise HookError(
+            f"{ckpt.path}: model_type {model_type!r} (architectures: {archs}) has no SAT mapping\n"
+            f"  supported model_types: {supported}\n"
+            "  hint: a new family is one spec file in adapters/sat/specs/ plus one registry line"
+        )
+    names = ", ".join(f.name for f in (matched or candidates))
+    raise HookError(
+        f"{ckpt.path}: model_type {model_type!r} matches {'several' if matched else 'none'} of the families "
+        f"reading it ({names})\n  hint: the config lacks the fields that tell these versions apart"
+    )
