@@ -23,5 +23,7 @@ def save_sat_checkpoint(model: torch.nn.Module, args, folder: Path, iteration: i
     config = {"model_class": type(model).__name__, "model_parallel_size": 1}
     config |= {k: getattr(args, k) for k in ARCH_FIELDS if hasattr(args, k)}
     (folder / "model_config.json").write_text(json.dumps(config, indent=2))
-    torch.save({"module": model.state_dict(), "iteration": iteration}, folder / str(iteration) / "mp_rank_00_model_states.pt")
+    torch.save(
+        {"module": model.state_dict(), "iteration": iteration}, folder / str(iteration) / "mp_rank_00_model_states.pt"
+    )
     return folder

@@ -160,7 +160,9 @@ def _resolve_device(device, args, ckpt: HFCheckpoint) -> torch.device:
     try:
         device = torch.device(f"cuda:{device}" if isinstance(device, int) else device)
     except (RuntimeError, TypeError) as e:
-        raise HookError(f"{ckpt.path}: device={device!r} is not a torch device\n  hint: pass \"cpu\", \"cuda\" or \"cuda:N\"") from e
+        raise HookError(
+            f'{ckpt.path}: device={device!r} is not a torch device\n  hint: pass "cpu", "cuda" or "cuda:N"'
+        ) from e
     if device.type == "cuda" and not torch.cuda.is_available():
         raise HookError(
             f"{ckpt.path}: device={str(device)!r} was asked for, but this torch has no CUDA device\n"

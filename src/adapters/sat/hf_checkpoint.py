@@ -113,7 +113,9 @@ def resolve_hf(
         )
     config_file = path / CONFIG
     if not config_file.is_file():
-        raise HookError(f"{path} has no {CONFIG}\n  hint: an HF checkpoint folder holds config.json next to its weights")
+        raise HookError(
+            f"{path} has no {CONFIG}\n  hint: an HF checkpoint folder holds config.json next to its weights"
+        )
     try:
         config = json.loads(config_file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -130,7 +132,9 @@ def _download(repo_id: str, **kwargs: Any) -> Path:
 
     offline = kwargs.pop("local_files_only", None)
     try:
-        folder = Path(snapshot_download(repo_id, allow_patterns=[CONFIG, *_WEIGHTS], local_files_only=bool(offline), **kwargs))
+        folder = Path(
+            snapshot_download(repo_id, allow_patterns=[CONFIG, *_WEIGHTS], local_files_only=bool(offline), **kwargs)
+        )
         if not any(folder.glob("*.safetensors")):
             folder = Path(snapshot_download(repo_id, allow_patterns=[CONFIG, *_BIN_WEIGHTS],
                                             local_files_only=bool(offline), **kwargs))  # fmt: skip
@@ -140,7 +144,11 @@ def _download(repo_id: str, **kwargs: Any) -> Path:
             "  hint: download it once with network access (huggingface-cli download), or pass a local folder"
         ) from e
     except RepositoryNotFoundError as e:
-        raise SourceNotFoundError(f"{repo_id}: no such repository on the hub\n  hint: check the id and your token") from e
+        raise SourceNotFoundError(
+            f"{repo_id}: no such repository on the hub\n  hint: check the id and your token"
+        ) from e
     except HfHubHTTPError as e:
-        raise SourceNotFoundError(f"{repo_id}: the hub refused the download: {e}\n  hint: check the id and your token") from e
+        raise SourceNotFoundError(
+            f"{repo_id}: the hub refused the download: {e}\n  hint: check the id and your token"
+        ) from e
     return folder

@@ -47,7 +47,9 @@ def _auto_from_hf(cls, name_or_path, args=None, **kwargs):
 
 
 def _routing(original, auto: bool):
-    def from_pretrained(cls, name, args=None, *, build_only=False, use_node_group=True, overwrite_args=None, **kwargs: Any):
+    def from_pretrained(
+        cls, name, args=None, *, build_only=False, use_node_group=True, overwrite_args=None, **kwargs: Any
+    ):
         if not is_hf_checkpoint(name):
             return original(cls, name, args, build_only=build_only, use_node_group=use_node_group,
                             overwrite_args={} if overwrite_args is None else overwrite_args, **kwargs)  # fmt: skip
@@ -57,7 +59,9 @@ def _routing(original, auto: bool):
                     f"{name}: from_pretrained({key}=...) applies to SAT checkpoints; {name} is an HF checkpoint\n"
                     f"  hint: drop {key}= when loading HF weights"
                 )
-        return from_hf(None if auto else cls, name, args, build_only=build_only, overwrite_args=overwrite_args, **kwargs)
+        return from_hf(
+            None if auto else cls, name, args, build_only=build_only, overwrite_args=overwrite_args, **kwargs
+        )
 
     from_pretrained.__doc__ = original.__doc__
     from_pretrained.__name__ = original.__name__
