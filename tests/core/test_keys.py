@@ -59,6 +59,13 @@ def test_bad_patterns(text, message):
         ("a.{i}.b", "a.{i}{j}".replace("{j}", "1") + ".b", True),
         ("x.{i}5", "x.1{i}", True),
         ("x.{i}.y", "x.{i}.y.z", False),
+        # A positive offset means a number of at least 1: first item and the rest as two rules (Mixtral experts).
+        ("experts.{e+1}.w", "experts.0.w", False),
+        ("experts.{e+1}.w", "experts.1.w", True),
+        ("experts.{e+1}.w", "experts.10.w", True),
+        ("experts.{e+1}.w", "experts.{e}.w", True),
+        ("experts.{e+1}.w", "experts.{e-1}.w", True),
+        ("x.{e+1}", "x.{i}0", True),  # "10"
     ],
 )
 def test_overlap(a, b, overlap):

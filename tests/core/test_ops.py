@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from adapters.core import BlockPermute, Concat, Reshape, RotaryPermute, Scale, SpecError, Split, Transpose
-from adapters.core.ops import Dedupe, Duplicate, OpShapeError, OpValueError
+from adapters.core.ops import Dedupe, Duplicate, OnParts, OpShapeError, OpValueError
 
 
 def distinct(*shape: int, dtype=torch.float32) -> torch.Tensor:
@@ -33,6 +33,8 @@ CASES = [
     pytest.param(Scale(0.125), [distinct(3, 4, dtype=torch.bfloat16)], id="scale-bf16"),
     pytest.param(Duplicate(2), [distinct(5, 3)], id="duplicate"),
     pytest.param(Dedupe(3), [distinct(2, 3), distinct(2, 3), distinct(2, 3)], id="dedupe"),
+    pytest.param(OnParts(RotaryPermute(0, head_dim=4), parts=(0, 1)), [distinct(8, 2), distinct(4, 2) + 50,
+                 distinct(4, 2) + 90], id="on-parts-qk-not-v"),  # fmt: skip
 ]
 
 

@@ -1,4 +1,4 @@
-"""Child process for tests/sat/test_memory.py: HF LLaMA folder -> SAT LLaMAModel on CPU, print peak-RSS growth.
+"""Child process for tests/sat/test_sat_memory.py: HF LLaMA folder -> SAT LLaMAModel on CPU, print peak-RSS growth.
 
 Run as: python _rss_sat_child.py HF_FOLDER
 """
@@ -7,9 +7,9 @@ import json
 import sys
 
 import psutil
+from sat.model import LLaMAModel
 
 import adapters.sat  # noqa: F401
-from sat.model import LLaMAModel
 
 baseline = psutil.Process().memory_info().rss  # after importing torch, SAT and transformers
 model, _ = LLaMAModel.from_hf(sys.argv[1], device="cpu", progress=False)

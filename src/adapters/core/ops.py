@@ -35,6 +35,7 @@ __all__ = [
     "Dedupe",
     "OpShapeError",
     "OpValueError",
+    "OnParts",
     "Shape",
     "Size",
 ]
@@ -474,3 +475,50 @@ class Dedupe(Op):
 
     def inverse(self) -> Duplicate:
         return Duplicate(self.copies)
+
+
+@dataclass(frozen=True, slots=True)
+class OnParts(Op):
+    """Run the elementwise `op` on the tensors at `parts` of the list and pass the others through unchanged.
+
+    GLM-4's q and k rows (split out of a fused qkv) need the rotary permutation and its v rows must keep their order, which no elementwise op
+    can tell apart (k and v even have one shape)::
+
+        [q, k, v]  --OnParts(RotaryPermute(0, "head_dim", "rotary_dim"), parts=(0, 1))-->  [q', k', v]
+
+    The inverse runs the inverse op on the same parts.
+    """
+
+    op: Elementwise
+    parts: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.op, Elementwise):
+            raise SpecError(f"OnParts takes an elementwise op, got {self.op!r}")
+        if not self.parts or any(not isinstance(p, int) or p < 0 for p in self.parts):
+            raise SpecError(f"OnParts parts must be a non-empty tuple of list positions, got {self.parts!r}")
+
+    def count(self, n_in: int) -> int:
+        return n_in
+
+    def bind(self, dims: Mapping[str, int]) -> OnParts:
+        return replace(self, op=self.op.bind(dims))
+
+    @property
+    def bound(self) -> bool:
+        return self.op.bound
+
+    def _check(self, n: int) -> None:
+        if max(self.parts) >= n:
+            raise OpShapeError(f"{self} names part {max(self.parts)} of a list of {n} tensors")
+
+    def out_shapes(self, shapes: Sequence[Shape]) -> tuple[Shape, ...]:
+        self._check(len(shapes))
+        return tuple(self.op.out_shapes([s])[0] if i in self.parts else tuple(s) for i, s in enumerate(shapes))
+
+    def apply(self, tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        self._check(len(tensors))
+        return tuple(self.op.apply([t])[0] if i in self.parts else t for i, t in enumerate(tensors))
+
+    def inverse(self) -> OnParts:
+        return OnParts(self.op.inverse(), self.parts)

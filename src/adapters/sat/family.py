@@ -56,11 +56,20 @@ class Family:
         return self.sat_class.rpartition(".")[2]
 
 
-def find_family(ckpt: HFCheckpoint, families: tuple[Family, ...]) -> Family:
-    """The one family that reads `ckpt`, or a `HookError` that lists what is supported."""
+def find_family(ckpt: HFCheckpoint, families: tuple[Family, ...], cls: type | None = None) -> Family:
+    """The one family that reads `ckpt`, or a `HookError` that lists what is supported.
+
+    `cls` is the SAT class ``from_hf`` was called on, if any. Among the families of the checkpoint's
+    ``model_type``, the one whose SAT class `cls` is (or derives from) wins over `Family.accepts`, preferring one
+    that also accepts the config: calling ``ChatGLM3Model.from_hf`` names a version that the config alone may not
+    tell (ChatGLM2 and ChatGLM3 write the same fields). The family's own `args` still refuse what it cannot read.
+    """
     model_type = ckpt.model_type
     candidates = [f for f in families if model_type in f.model_types]
     matched = [f for f in candidates if f.accepts is None or f.accepts(ckpt)]
+    chosen = _holding(cls, matched) or _holding(cls, candidates)
+    if chosen is not None:
+        return chosen
     if len(matched) == 1:
         return matched[0]
     supported = ", ".join(sorted({t for f in families for t in f.model_types}))
@@ -72,7 +81,17 @@ def find_family(ckpt: HFCheckpoint, families: tuple[Family, ...]) -> Family:
             "  hint: a new family is one spec file in adapters/sat/specs/ plus one registry line"
         )
     names = ", ".join(f.name for f in (matched or candidates))
+    classes = " or ".join(dict.fromkeys(f"{f.class_name}.from_hf(...)" for f in (matched or candidates)))
     raise HookError(
         f"{ckpt.path}: model_type {model_type!r} matches {'several' if matched else 'none'} of the families "
-        f"reading it ({names})\n  hint: the config lacks the fields that tell these versions apart"
+        f"reading it ({names})\n  hint: the config lacks the fields that tell these versions apart; "
+        f"name the version by its SAT class: {classes}"
     )
+
+
+def _holding(cls: type | None, families: list[Family]) -> Family | None:
+    """The family whose SAT class is the nearest base of `cls` (the most derived one), or None."""
+    if not isinstance(cls, type):
+        return None
+    fits = [(len(k.__mro__), f) for f in families if issubclass(cls, k := f.load_class())]
+    return max(fits, key=lambda pair: pair[0])[1] if fits else None

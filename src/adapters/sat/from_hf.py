@@ -25,10 +25,10 @@ __all__ = ["from_hf", "family_of"]
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def family_of(name_or_path: str | os.PathLike, **hub: Any) -> tuple[Family, HFCheckpoint]:
-    """The family that reads this HF checkpoint, and the resolved checkpoint."""
+def family_of(name_or_path: str | os.PathLike, cls: type | None = None, **hub: Any) -> tuple[Family, HFCheckpoint]:
+    """The family that reads this HF checkpoint (as `cls`, when given: see `find_family`), and the checkpoint."""
     ckpt = resolve_hf(name_or_path, **hub)
-    return find_family(ckpt, FAMILIES), ckpt
+    return find_family(ckpt, FAMILIES, cls), ckpt
 
 
 def from_hf(
@@ -50,7 +50,8 @@ def from_hf(
     """Build `cls` (or, for None, the family's SAT class) from an HF checkpoint; returns ``(model, args)``.
 
     Args:
-        cls: the SAT class to build: the family's class or a subclass of it; None picks the family's class.
+        cls: the SAT class to build: the family's class or a subclass of it; None picks the family's class. When
+            several families read the checkpoint's model_type (ChatGLM2/3/GLM-4), it also picks the family.
         name_or_path: an HF checkpoint folder (``config.json`` + weights) or a hub id.
         args: a SAT args namespace to update (as SAT's `from_pretrained` updates it from ``model_config.json``);
             None starts from the class defaults with dropout 0, ready for inference.
@@ -69,7 +70,7 @@ def from_hf(
         LoadError: placement failed; the model is back on meta and is not returned.
     """
     install_cpu_fallbacks()
-    family, ckpt = family_of(name_or_path, revision=revision, cache_dir=cache_dir,
+    family, ckpt = family_of(name_or_path, cls, revision=revision, cache_dir=cache_dir,
                              local_files_only=local_files_only, token=token)  # fmt: skip
     sat_cls = _target_class(cls, family, ckpt)
     args = _merge_args(sat_cls, family.args(ckpt), args, dict(overwrite_args or {}), ckpt)

@@ -1,0 +1,124 @@
+"""HF Mixtral (``MixtralForCausalLM`` files) → SAT `MixtralModel` (gated experts, rotary mixin).
+
+Attention, norms and embeddings are LLaMA's (see `llama`): ``query_key_value = cat([q, k, v])``, no rotary
+permutation. The MoE block maps expert by expert, as the files store it (transformers 5 fuses experts only in
+memory; `save_pretrained` writes ``block_sparse_moe.experts.{e}.w1/w2/w3``)::
+
+    block_sparse_moe.gate          [E, H]  → mixins.mlp.gates.{layer}           (a plain nn.Linear per layer)
+    experts.{e}.w1 (gate)          [I, H]  → mlp.dense_h_to_4h_gate{sfx}
+    experts.{e}.w3 (up)            [I, H]  → mlp.dense_h_to_4h{sfx}
+    experts.{e}.w2 (down)          [H, I]  → mlp.dense_4h_to_h{sfx}
+
+where SAT's ``transformer.MLP`` names expert 0 without a suffix and expert e ≥ 1 with ``_e``: one rule for expert
+0 and one for ``{expert+1}`` (the rest). Routing is the same computation on both sides: softmax over all experts in
+float32, top-k, renormalise the k weights to sum 1 (SAT ``MixtralMlpMixin.routing_forward``, HF
+``MixtralTopKRouter``). SAT builds its rotary embedding with base 1e6 and dim hidden/heads; `finish` sets both
+from the config.
+"""
+
+from __future__ import annotations
+
+from ...core import Concat, HookError, Spec, ignore, rule
+from ..family import Family
+from ..hf_checkpoint import HFCheckpoint
+from ..rope import set_rotary_base
+from .llama import HEAD, TIED, head_dim, llama_dims
+
+_H, _S = "model.layers.{layer}.", "transformer.layers.{layer}."
+_E0 = _H + "block_sparse_moe.experts.0."
+_EN = _H + "block_sparse_moe.experts.{expert+1}."
+
+# fmt: off
+RULES = (
+    #    source (HF MixtralForCausalLM, on disk)                  target (SAT MixtralModel)                       op
+    rule("model.embed_tokens.weight",                              "transformer.word_embeddings.weight"),
+    rule(_H + "input_layernorm.weight",                            _S + "input_layernorm.weight"),
+    rule([_H + "self_attn.q_proj.weight",
+          _H + "self_attn.k_proj.weight",
+          _H + "self_attn.v_proj.weight"],                         _S + "attention.query_key_value.weight",
+                                                                   Concat(0, sizes=("q_dim", "kv_dim", "kv_dim"))),
+    rule(_H + "self_attn.o_proj.weight",                           _S + "attention.dense.weight"),
+    rule(_H + "post_attention_layernorm.weight",                   _S + "post_attention_layernorm.weight"),
+    rule(_H + "block_sparse_moe.gate.weight",                      "mixins.mlp.gates.{layer}.weight"),
+    rule(_E0 + "w1.weight",                                        _S + "mlp.dense_h_to_4h_gate.weight"),
+    rule(_E0 + "w3.weight",                                        _S + "mlp.dense_h_to_4h.weight"),
+    rule(_E0 + "w2.weight",                                        _S + "mlp.dense_4h_to_h.weight"),
+    rule(_EN + "w1.weight",                                        _S + "mlp.dense_h_to_4h_gate_{expert+1}.weight"),
+    rule(_EN + "w3.weight",                                        _S + "mlp.dense_h_to_4h_{expert+1}.weight"),
+    rule(_EN + "w2.weight",                                        _S + "mlp.dense_4h_to_h_{expert+1}.weight"),
+    rule("model.norm.weight",                                      "transformer.final_layernorm.weight"),
+)
+IGNORE = (
+    ignore(_H + "self_attn.rotary_emb.inv_freq", "old files save the RoPE frequencies; SAT recomputes them"),
+)
+KEEP = (
+    ignore("mixins.rotary.rotary_emb.inv_freq", "RoPE frequencies: computed from the config, not loaded"),
+)
+# fmt: on
+
+
+def mixtral_spec(ckpt: HFCheckpoint, keys: frozenset[str]) -> Spec:
+    """The rules, with the embedding copied into the head when the file has no ``lm_head.weight``."""
+    name = "hf-mixtral->sat-mixtral"
+    if "lm_head.weight" in keys:
+        return Spec(name, (*RULES, HEAD), IGNORE, KEEP)
+    rules = tuple(r for r in RULES if r.sources[0].text != "model.embed_tokens.weight")
+    return Spec(name, (TIED, *rules), IGNORE, KEEP)
+
+
+def mixtral_args(ckpt: HFCheckpoint) -> dict:
+    """SAT `MixtralModel` args from a ``MixtralConfig``; refuses what SAT's Mixtral cannot compute."""
+    window = ckpt.get("sliding_window")
+    unsupported = {
+        "hidden_act": (ckpt.get("hidden_act", "silu") != "silu", "an activation other than silu"),
+        "rope_parameters": (ckpt.rope_type() != "default", f"rope type {ckpt.rope_type()!r} (scaled RoPE)"),
+        "sliding_window": (window is not None, f"attention limited to the last {window} tokens"),
+    }
+    for field, (bad, what) in unsupported.items():
+        if bad:
+            raise HookError(
+                f"{ckpt.path / 'config.json'}: {field} asks for {what}, which SAT's MixtralModel does not compute\n"
+                "  hint: SAT's Mixtral has no such option; loading would give wrong outputs, so it is refused"
+            )
+    heads = ckpt.require("num_attention_heads")
+    kv_heads = ckpt.get("num_key_value_heads") or heads
+    return dict(
+        num_layers=ckpt.require("num_hidden_layers"),
+        vocab_size=ckpt.require("vocab_size"),
+        hidden_size=ckpt.require("hidden_size"),
+        num_attention_heads=heads,
+        num_multi_query_heads=0 if kv_heads == heads else kv_heads,
+        hidden_size_per_attention_head=head_dim(ckpt),
+        inner_hidden_size=ckpt.require("intermediate_size"),
+        num_experts=ckpt.require("num_local_experts"),
+        num_experts_per_tok=ckpt.require("num_experts_per_tok"),
+        max_sequence_length=ckpt.get("max_position_embeddings", 4096),
+        layernorm_epsilon=ckpt.get("rms_norm_eps", 1e-5),
+        use_bias=False,
+        layernorm_order="pre",
+        is_gated_mlp=True,
+        bos_token_id=ckpt.get("bos_token_id") if ckpt.get("bos_token_id") is not None else 1,
+        eos_token_id=_first(ckpt.get("eos_token_id"), 2),
+    )
+
+
+def _first(value, default):
+    if isinstance(value, list):
+        return value[0] if value else default
+    return default if value is None else value
+
+
+def mixtral_finish(model, ckpt: HFCheckpoint) -> None:
+    # HF Mixtral's default base is 1e6 (SAT's too), used when an old config names none.
+    set_rotary_base(model, ckpt.rope_theta(default=1e6), dim=head_dim(ckpt))
+
+
+FAMILY = Family(
+    name="mixtral",
+    model_types=("mixtral",),
+    sat_class="sat.model.official.mixtral_model.MixtralModel",
+    args=mixtral_args,
+    spec=mixtral_spec,
+    dims=llama_dims,
+    finish=mixtral_finish,
+)
