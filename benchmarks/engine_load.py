@@ -139,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.sizes_mb) > 1:
         lines.append("")
         for fmt, times in per_gb.items():
-            lines.append(f"scaling ({fmt}): {times[-1] / times[0]:.2f}x the per-GB time of the smallest size at the largest")
+            lines.append(
+                f"scaling ({fmt}): {times[-1] / times[0]:.2f}x the per-GB time of the smallest size at the largest"
+            )
     text = "\n".join(lines)
     print(text)
     if args.out:

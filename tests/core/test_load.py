@@ -63,8 +63,12 @@ def test_export_reproduces_sources_bit_exact(tmp_path, toy_state, meta_toy, toy_
     assert sorted(os.listdir(tmp_path)) == ["back" + suffix, "src"]  # no temporary files left
 
 
-def test_export_refuses_to_overwrite_and_leaves_nothing_on_failure(tmp_path, toy_state, meta_toy, toy_config, monkeypatch):
-    load(TOY_SPEC, write_toy_checkpoint(tmp_path / "src", toy_state, "safetensors"), meta_toy, dims=toy_dims(toy_config))
+def test_export_refuses_to_overwrite_and_leaves_nothing_on_failure(
+    tmp_path, toy_state, meta_toy, toy_config, monkeypatch
+):
+    load(
+        TOY_SPEC, write_toy_checkpoint(tmp_path / "src", toy_state, "safetensors"), meta_toy, dims=toy_dims(toy_config)
+    )
     dest = tmp_path / "out.safetensors"
     dest.write_bytes(b"old")
     with pytest.raises(ExportError) as e:

@@ -19,7 +19,9 @@ CASES = [
     pytest.param(Reshape((1, 1, -1), (-1,)), [distinct(1, 1, 12)], id="reshape-squeeze"),
     pytest.param(Reshape((-1,), (3, -1)), [distinct(12)], id="reshape-split-dim"),
     pytest.param(Concat(0), [distinct(4, 3), distinct(4, 3) + 100, distinct(4, 3) + 200], id="concat"),
-    pytest.param(Concat(0, sizes=(8, 2, 2)), [distinct(8, 3), distinct(2, 3) + 100, distinct(2, 3) + 200], id="concat-gqa"),
+    pytest.param(
+        Concat(0, sizes=(8, 2, 2)), [distinct(8, 3), distinct(2, 3) + 100, distinct(2, 3) + 200], id="concat-gqa"
+    ),
     pytest.param(Concat(1, sizes=(3, -1)), [distinct(2, 3), distinct(2, 5) + 50], id="concat-dim1"),
     pytest.param(Split(0, parts=2), [distinct(8, 3)], id="chunk"),
     pytest.param(Split(0, sizes=(6, 2, 2)), [distinct(10, 3)], id="split-sizes"),
@@ -33,8 +35,11 @@ CASES = [
     pytest.param(Scale(0.125), [distinct(3, 4, dtype=torch.bfloat16)], id="scale-bf16"),
     pytest.param(Duplicate(2), [distinct(5, 3)], id="duplicate"),
     pytest.param(Dedupe(3), [distinct(2, 3), distinct(2, 3), distinct(2, 3)], id="dedupe"),
-    pytest.param(OnParts(RotaryPermute(0, head_dim=4), parts=(0, 1)), [distinct(8, 2), distinct(4, 2) + 50,
-                 distinct(4, 2) + 90], id="on-parts-qk-not-v"),  # fmt: skip
+    pytest.param(
+        OnParts(RotaryPermute(0, head_dim=4), parts=(0, 1)),
+        [distinct(8, 2), distinct(4, 2) + 50, distinct(4, 2) + 90],
+        id="on-parts-qk-not-v",
+    ),  # fmt: skip
 ]
 
 

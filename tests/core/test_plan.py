@@ -82,7 +82,9 @@ def test_source_whose_target_does_not_exist(toy_state, meta_toy, toy_config):
 
 
 def test_shape_mismatch(toy_state, meta_toy, toy_config):
-    tab = table(toy_state) | {f"model.layers.{i}.mlp.down_proj.weight": TensorInfo((32, 40), torch.float32) for i in range(3)}
+    tab = table(toy_state) | {
+        f"model.layers.{i}.mlp.down_proj.weight": TensorInfo((32, 40), torch.float32) for i in range(3)
+    }
     e = plan_error(tab, meta_toy, toy_config)
     assert type(e.value) is ShapeMismatchError
     assert str(e.value) == (
@@ -94,7 +96,9 @@ def test_shape_mismatch(toy_state, meta_toy, toy_config):
 
 
 def test_op_cannot_run_on_source_shapes(toy_state, meta_toy, toy_config):
-    tab = table(toy_state) | {f"model.layers.{i}.self_attn.k_proj.weight": TensorInfo((32, 32), torch.float32) for i in range(3)}
+    tab = table(toy_state) | {
+        f"model.layers.{i}.self_attn.k_proj.weight": TensorInfo((32, 32), torch.float32) for i in range(3)
+    }
     e = plan_error(tab, meta_toy, toy_config)
     assert type(e.value) is ShapeMismatchError
     assert str(e.value).splitlines()[1] == (

@@ -15,7 +15,10 @@ def test_rule_with_placeholder_on_one_side():
 def test_rule_arity_must_match_targets():
     with pytest.raises(SpecError) as e:
         rule(["a.{l}.q", "a.{l}.k"], ["b.{l}.x", "b.{l}.y"], Concat(0))
-    assert str(e.value) == 'rule "a.{l}.q, a.{l}.k -> b.{l}.x, b.{l}.y [Concat(dim=0)]" turns 2 source(s) into 1 tensor(s) but names 2 target(s)'
+    assert (
+        str(e.value)
+        == 'rule "a.{l}.q, a.{l}.k -> b.{l}.x, b.{l}.y [Concat(dim=0)]" turns 2 source(s) into 1 tensor(s) but names 2 target(s)'
+    )
     with pytest.raises(SpecError, match="turns 1 source"):
         rule("a", ["b", "c"], Transpose())
 
@@ -30,7 +33,10 @@ def test_unsized_split_takes_its_count_from_targets():
 def test_sources_of_one_rule_must_be_distinct():
     with pytest.raises(SpecError) as e:
         rule(["x.{l}.w", "x.{l}.w"], "y.{l}.w", Concat(0))
-    assert str(e.value) == 'rule "x.{l}.w, x.{l}.w -> y.{l}.w [Concat(dim=0)]" has two source patterns that match the same key: x.{l}.w and x.{l}.w'
+    assert (
+        str(e.value)
+        == 'rule "x.{l}.w, x.{l}.w -> y.{l}.w [Concat(dim=0)]" has two source patterns that match the same key: x.{l}.w and x.{l}.w'
+    )
 
 
 def test_overlapping_rules_are_refused():

@@ -14,6 +14,7 @@ Constraints of that package, which this module handles:
   and the RNN path for one (logits `[V]`). It mutates and returns `state`: a list of 3 tensors per layer i,
   `state[3i]` attention token-shift `[C]`, `state[3i+1]` WKV state `[H, N_v, N_k]` float32 (FLA's
   `recurrent_state` is its transpose, `[B, H, K, V]`), `state[3i+2]` FFN token-shift `[C]`.
+  `adapters.fla.state` converts it to and from an FLA `Cache`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["load_rwkv", "rwkv_logits", "rwkv_state_to_fla"]
+__all__ = ["load_rwkv", "rwkv_logits"]
 
 
 def _rwkv_x070():
@@ -79,13 +80,3 @@ def rwkv_logits(
             logits, state = model.forward(list(tokens), state, full_output=True)
             logits = logits.reshape(len(tokens), -1)
     return logits.float(), [s.clone() for s in state]
-
-
-def rwkv_state_to_fla(state: list[torch.Tensor], layer: int) -> dict[str, torch.Tensor]:
-    """One layer of an `rwkv` state as FLA `Cache` entries with batch 1: `conv_state` `[1, C]`,
-    `recurrent_state` `[1, H, K, V]` (the transpose of rwkv's `[H, V, K]`), `ffn_state` `[1, C]`."""
-    return {
-        "conv_state": state[3 * layer].unsqueeze(0),
-        "recurrent_state": state[3 * layer + 1].transpose(-1, -2).unsqueeze(0),
-        "ffn_state": state[3 * layer + 2].unsqueeze(0),
-    }

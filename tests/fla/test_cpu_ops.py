@@ -162,7 +162,10 @@ def test_dplr_rejects_bad_shapes():
     x = rwkv_like_inputs(2, 4, 2, 8, 6)
     with pytest.raises(FallbackError) as e:
         dplr_recurrent(*x, initial_state=torch.zeros(2, 2, 6, 8))
-    assert str(e.value) == "DPLR delta rule: initial_state must be [N, H, K, V] = [2, 2, 8, 6], got [2, 2, 6, 8]\n  hint: this is a call into adapters' CPU fallback from FLA; check the model config, or report it with the shapes"
+    assert (
+        str(e.value)
+        == "DPLR delta rule: initial_state must be [N, H, K, V] = [2, 2, 8, 6], got [2, 2, 6, 8]\n  hint: this is a call into adapters' CPU fallback from FLA; check the model config, or report it with the shapes"
+    )
     with pytest.raises(FallbackError) as e:
         dplr_chunk(*x, cu_seqlens=torch.tensor([0, 2, 4]))
     assert str(e.value) == (

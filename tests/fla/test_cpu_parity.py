@@ -19,9 +19,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from blinkdl_checkpoint import make_blinkdl_rwkv7, save_blinkdl_rwkv7  # noqa: E402
 from fla_model import build_fla_rwkv7  # noqa: E402
-from reference import rwkv_logits, rwkv_state_to_fla  # noqa: E402
+from reference import rwkv_logits  # noqa: E402
 
-from adapters.fla import cpu_ops  # noqa: E402
+from adapters.fla import blinkdl_state_to_cache, cpu_ops  # noqa: E402
 
 TOL = 1e-4
 H64 = {"hidden_size": 128, "head_size": 64, "lora_ranks": (24, 20, 16, 40)}
@@ -119,19 +119,18 @@ def test_cached_decoding_equals_full_forward_and_rwkv(checkpoints, models, grad)
     expected, state = rwkv_logits(path, ids, token_by_token=True)
     assert (decoded - full).abs().max() <= 2e-5
     assert (decoded - expected).abs().max() <= TOL
+    expected_cache = blinkdl_state_to_cache(state, model)
     for layer in range(2):
-        for key, value in rwkv_state_to_fla(state, layer).items():
-            assert (out.past_key_values[layer][key] - value).abs().max() <= TOL, (layer, key)
+        for key in ("conv_state", "recurrent_state", "ffn_state"):
+            assert (out.past_key_values[layer][key] - expected_cache[layer][key]).abs().max() <= TOL, (layer, key)
 
 
 def test_decoding_continues_from_an_rwkv_state(checkpoints, models):
-    from fla.models.cache_utils import Cache
-
     path, _ = checkpoints["h16-fp32"]
     prompt, more = tokens(20, seed=7), tokens(6, seed=8)
     _, state = rwkv_logits(path, prompt)
     expected, _ = rwkv_logits(path, more, state=state)
-    cache = Cache.from_legacy_cache([rwkv_state_to_fla(state, i) for i in range(2)], seen_tokens=len(prompt))
+    cache = blinkdl_state_to_cache(state, models["h16-fp32"], seen_tokens=len(prompt))
     with torch.no_grad():
         logits = models["h16-fp32"](torch.tensor([more]), past_key_values=cache, use_cache=True).logits[0]
     assert (logits - expected).abs().max() <= TOL

@@ -49,9 +49,14 @@ def test_folder_resolves_standard_names(tmp_path, toy_state):
 
 
 def test_torch_files_flatten_nested_dicts(tmp_path):
-    torch.save({"state_dict": {"w": torch.ones(2)}, "epoch": 3, "module": {"a": {"b": torch.zeros(1)}}}, tmp_path / "c.pt")
+    torch.save(
+        {"state_dict": {"w": torch.ones(2)}, "epoch": 3, "module": {"a": {"b": torch.zeros(1)}}}, tmp_path / "c.pt"
+    )
     with open_source(tmp_path / "c.pt") as reader:
-        assert reader.keys() == ["state_dict.w", "module.a.b"] or sorted(reader.keys()) == ["module.a.b", "state_dict.w"]
+        assert reader.keys() == ["state_dict.w", "module.a.b"] or sorted(reader.keys()) == [
+            "module.a.b",
+            "state_dict.w",
+        ]
         assert reader.extras == {"epoch": 3}
 
 
@@ -140,7 +145,9 @@ def test_corrupt_safetensors_header(tmp_path):
     (tmp_path / "m.safetensors").write_bytes(data.replace(b'"dtype"', b'#dtype"', 1))
     with pytest.raises(CorruptFileError) as e:
         open_source(tmp_path / "m.safetensors")
-    assert str(e.value).startswith(f"{tmp_path}/m.safetensors is not a valid safetensors file: Error while deserializing header: ")
+    assert str(e.value).startswith(
+        f"{tmp_path}/m.safetensors is not a valid safetensors file: Error while deserializing header: "
+    )
     assert str(e.value).endswith("\n  hint: the file is truncated or corrupt; download or write it again")
 
 
@@ -148,7 +155,10 @@ def test_empty_file(tmp_path):
     (tmp_path / "m.bin").write_bytes(b"")
     with pytest.raises(CorruptFileError) as e:
         open_source(tmp_path / "m.bin")
-    assert str(e.value) == f"{tmp_path}/m.bin is empty (0 bytes)\n  hint: the download or save was interrupted; do it again"
+    assert (
+        str(e.value)
+        == f"{tmp_path}/m.bin is empty (0 bytes)\n  hint: the download or save was interrupted; do it again"
+    )
 
 
 def test_index_naming_a_missing_shard(tmp_path, toy_state):

@@ -19,6 +19,7 @@ what and where, indented detail lines (expected vs got, the rule, the file), and
     ├── HookError                 a checkpoint of another family or generation than the hook loads
     ├── FallbackError             a CPU fallback op called with arguments it cannot take
     ├── UnsupportedOnCPUError     a feature the CPU fallbacks do not implement (the GPU kernels do)
+    ├── StateError                an RNN state (a foreign one, a host cache, a state file) that does not fit the model
     ├── LoadError                 materialisation failed after a clean plan (device, memory, ...)
     └── ExportError               writing the foreign format failed; nothing half-written is left behind
 """
@@ -42,6 +43,7 @@ __all__ = [
     "HookError",
     "FallbackError",
     "UnsupportedOnCPUError",
+    "StateError",
     "LoadError",
     "ExportError",
 ]
@@ -113,6 +115,11 @@ class FallbackError(AdapterError, ValueError):
 
 class UnsupportedOnCPUError(AdapterError, NotImplementedError):
     """A feature the CPU fallbacks do not implement; the GPU kernels do."""
+
+
+class StateError(AdapterError, ValueError):
+    """An RNN state to convert (a foreign package's state, a host cache, a state-tuning file) whose layer count,
+    shapes or batch size do not fit the model it is meant for. Raised before anything is converted."""
 
 
 class LoadError(AdapterError, RuntimeError):

@@ -38,7 +38,11 @@ def export_tensors(
         for name, tensor, info in zip(unit.targets, tensors, unit.target_infos):
             value = tensor.detach().to("cpu", info.dtype).contiguous()
             # A file must own each tensor's bytes: views of a split or of the live parameter are copied.
-            out[name] = value.clone() if value.untyped_storage().nbytes() != value.nbytes or value.data_ptr() == tensor.data_ptr() else value
+            out[name] = (
+                value.clone()
+                if value.untyped_storage().nbytes() != value.nbytes or value.data_ptr() == tensor.data_ptr()
+                else value
+            )
     return out
 
 

@@ -179,7 +179,9 @@ def _reset(model: nn.Module, written: list[str]) -> None:
             pass
 
 
-def _report(the_plan: Plan, reader: Reader, device, dtype, seconds: float, bytes_before: int, reads_before: int) -> LoadReport:
+def _report(
+    the_plan: Plan, reader: Reader, device, dtype, seconds: float, bytes_before: int, reads_before: int
+) -> LoadReport:
     per_rule: dict[int, list[int]] = {}
     for u in the_plan.units:
         entry = per_rule.setdefault(u.rule_index, [0, 0])

@@ -111,7 +111,9 @@ class Op(ABC):
             raise SpecError(f"{self} still has named sizes; call bind(dims) first")
 
     def __str__(self) -> str:
-        args = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if getattr(self, f.name) is not None)  # type: ignore[arg-type]
+        args = ", ".join(
+            f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if getattr(self, f.name) is not None
+        )  # type: ignore[arg-type]
         return f"{type(self).__name__}({args})"
 
 
@@ -274,7 +276,9 @@ class Split(Op):
             if self.parts is None:
                 raise SpecError(f"{self} does not know how many parts to cut")
             if total % self.parts:
-                raise OpShapeError(f"{self} cannot cut {total} along dim {dim} of {list(shape)} into {self.parts} equal parts")
+                raise OpShapeError(
+                    f"{self} cannot cut {total} along dim {dim} of {list(shape)} into {self.parts} equal parts"
+                )
             return (total // self.parts,) * self.parts
         known = sum(s for s in self.sizes if s != -1)  # type: ignore[misc]
         sizes = tuple(total - known if s == -1 else s for s in self.sizes)  # type: ignore[misc]
@@ -369,7 +373,9 @@ class RotaryPermute(Elementwise):
         hd = int(self.head_dim)
         rd = hd if self.rotary_dim is None else int(self.rotary_dim)
         if size % hd or rd % 2 or rd > hd:
-            raise OpShapeError(f"{self} needs a dim that is a multiple of head_dim={hd} and an even rotary_dim <= head_dim")
+            raise OpShapeError(
+                f"{self} needs a dim that is a multiple of head_dim={hd} and an even rotary_dim <= head_dim"
+            )
         to_half = torch.arange(rd).reshape(rd // 2, 2).t().reshape(-1)  # [0, 2, 4, ..., 1, 3, 5, ...]
         within = to_half if self.to == "half" else torch.argsort(to_half)
         head = torch.cat([within, torch.arange(rd, hd)])
@@ -470,7 +476,9 @@ class Dedupe(Op):
         for i, other in enumerate(tensors[1:], 1):
             if not torch.equal(first, other.to(first.device)):
                 diff = (first.float() - other.to(first.device).float()).abs().max().item()
-                raise OpValueError(f"{self}: copy {i} differs from copy 0 (max abs diff {diff:.3g}); tied tensors must be equal")
+                raise OpValueError(
+                    f"{self}: copy {i} differs from copy 0 (max abs diff {diff:.3g}); tied tensors must be equal"
+                )
         return (first,)
 
     def inverse(self) -> Duplicate:

@@ -85,8 +85,12 @@ class Plan:
             by_rule.setdefault(u.rule_index, []).append(u)
         for i, units in sorted(by_rule.items()):
             ops = ", ".join(str(o) for o in units[0].ops) or "rename"
-            src = ", ".join(summarize_keys([u.sources[j] for u in units], limit=2) for j in range(len(units[0].sources)))
-            dst = ", ".join(summarize_keys([u.targets[j] for u in units], limit=2) for j in range(len(units[0].targets)))
+            src = ", ".join(
+                summarize_keys([u.sources[j] for u in units], limit=2) for j in range(len(units[0].sources))
+            )
+            dst = ", ".join(
+                summarize_keys([u.targets[j] for u in units], limit=2) for j in range(len(units[0].targets))
+            )
             shapes = " ".join(str(list(i.shape)) for i in units[0].source_infos)
             out = " ".join(str(list(i.shape)) for i in units[0].target_infos)
             lines.append(f"  {i:>3}  {src}  --{ops}-->  {dst}   {shapes} -> {out}  x{len(units)}")
@@ -313,9 +317,13 @@ def _resolve_unit(
     names = [p.format(dict(bindings)) for p in r.targets]
     if any(n is None for n in names) or (table is not None and not all(_canonical(table, n) for n in names)):
         shown = tuple(n if n is not None else "(a negative index)" for n in names)
-        arrows = f"{', '.join(f'{{{i}}}' for i in range(len(sources)))} -> " + ", ".join(f"{{{len(sources) + i}}}" for i in range(len(shown)))
+        arrows = f"{', '.join(f'{{{i}}}' for i in range(len(sources)))} -> " + ", ".join(
+            f"{{{len(sources) + i}}}" for i in range(len(shown))
+        )
         where = table.name if table else "the model"
-        problems.add_grouped(UnusedSourceError, len(sources), f"  no target: {arrows} (not in {where})", (*sources, *shown))
+        problems.add_grouped(
+            UnusedSourceError, len(sources), f"  no target: {arrows} (not in {where})", (*sources, *shown)
+        )
         return None
     targets = tuple(_canonical(table, n) if table else n for n in names)  # type: ignore[misc]
     claimed.update(targets)  # type: ignore[arg-type]
@@ -325,11 +333,15 @@ def _resolve_unit(
             shapes = op.out_shapes(shapes)
     except OpShapeError as e:
         inputs = ", ".join(f"{{{n}}} {list(i.shape)}" for n, i in enumerate(infos))
-        problems.add_grouped(ShapeMismatchError, len(targets), f"  rule {ri} cannot run on {inputs}: {_braces(e)}", sources)
+        problems.add_grouped(
+            ShapeMismatchError, len(targets), f"  rule {ri} cannot run on {inputs}: {_braces(e)}", sources
+        )
         return None
     if table is None:
         src_dtype = infos[0].dtype
-        tinfos = tuple(TensorInfo(s, dtype if dtype is not None and src_dtype.is_floating_point else src_dtype) for s in shapes)
+        tinfos = tuple(
+            TensorInfo(s, dtype if dtype is not None and src_dtype.is_floating_point else src_dtype) for s in shapes
+        )
     else:
         tinfos = tuple(_target_info(table.tensors[t], dtype) for t in targets)  # type: ignore[index]
         wrong = [(t, s, i.shape) for t, s, i in zip(targets, shapes, tinfos) if tuple(s) != tuple(i.shape)]
@@ -348,7 +360,9 @@ def _resolve_unit(
     if bad:
         want = ", ".join(sorted({_dtype(t.dtype) for t in tinfos}))
         for k, d in bad:
-            problems.add_grouped(DtypeError, 1, f"  {{0}}: {_dtype(d)} cannot become {want} ({{1}})", (k, ", ".join(targets)))  # type: ignore[arg-type]
+            problems.add_grouped(
+                DtypeError, 1, f"  {{0}}: {_dtype(d)} cannot become {want} ({{1}})", (k, ", ".join(targets))
+            )  # type: ignore[arg-type]
         return None
     return Unit(ri, bindings, sources, targets, ops, infos, tinfos)  # type: ignore[arg-type]
 

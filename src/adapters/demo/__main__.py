@@ -16,7 +16,9 @@ from .toy import FORMATS, TOY_SPEC, ToyConfig, ToyModel, toy_dims, toy_foreign_s
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adapters.demo", description=__doc__)
-    parser.add_argument("--format", choices=FORMATS, default="sharded", help="foreign format to build (default: sharded safetensors)")
+    parser.add_argument(
+        "--format", choices=FORMATS, default="sharded", help="foreign format to build (default: sharded safetensors)"
+    )
     parser.add_argument("--layers", type=int, default=4)
     args = parser.parse_args(argv)
 

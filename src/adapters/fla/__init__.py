@@ -10,3 +10,14 @@ from .hook import install_hook
 install_hook()
 
 __all__ = ["config_from_shapes", "from_blinkdl", "install_hook", "save_blinkdl"]
+
+from .state import blinkdl_state_to_cache, cache_to_blinkdl_state, load_state_tuning
+from .tiny import tiny_blinkdl_rwkv7, write_tiny_blinkdl
+
+__all__ += [
+    "blinkdl_state_to_cache",
+    "cache_to_blinkdl_state",
+    "load_state_tuning",
+    "tiny_blinkdl_rwkv7",
+    "write_tiny_blinkdl",
+]

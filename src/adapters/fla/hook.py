@@ -1,7 +1,9 @@
-"""The load hook: after ``import adapters.fla``, ``RWKV7ForCausalLM.from_pretrained`` also takes a BlinkDL ``.pth``.
+"""The load hook: after ``import adapters.fla``, ``RWKV7ForCausalLM.from_pretrained`` and
+``AutoModelForCausalLM.from_pretrained`` also take a BlinkDL ``.pth``.
 
 A ``.pth`` file, or a folder holding exactly one ``.pth`` and no ``config.json``, goes to `from_blinkdl`; anything
-else (an FLA/HF checkpoint, a hub id) goes to FLA's own `from_pretrained`, unchanged.
+else (an FLA/HF checkpoint, a hub id) goes to the class's own `from_pretrained`, unchanged. `AutoModel` is not
+wrapped: it returns base models, and a BlinkDL file always holds the head of an `RWKV7ForCausalLM`.
 """
 
 from __future__ import annotations
@@ -47,32 +49,43 @@ def _dtype(value: object, path: Path) -> torch.dtype | None:
 
 
 def install_hook() -> None:
-    """Wrap `RWKV7ForCausalLM.from_pretrained` (idempotent)."""
+    """Wrap `RWKV7ForCausalLM.from_pretrained` and `AutoModelForCausalLM.from_pretrained` (idempotent)."""
     from fla.models import RWKV7ForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    current = RWKV7ForCausalLM.__dict__.get("from_pretrained")
+    for cls in (RWKV7ForCausalLM, AutoModelForCausalLM):
+        _wrap(cls)
+
+
+def _wrap(cls: type) -> None:
+    current = cls.__dict__.get("from_pretrained")
     if current is not None and getattr(current.__func__, _MARK, False):
         return
-    original = RWKV7ForCausalLM.from_pretrained  # bound to the class
+    original = cls.from_pretrained  # bound to the class (AutoModelForCausalLM inherits it from the auto base class)
 
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         path = blinkdl_file(pretrained_model_name_or_path)
         if path is None:
             return original.__func__(cls, pretrained_model_name_or_path, *args, **kwargs)
-        if args:
-            raise HookError(
-                f"{path}: from_pretrained got {len(args)} positional argument(s) after the path; a BlinkDL file "
-                "takes none\n  hint: pass torch_dtype=, device_map= and config fields as keyword arguments"
-            )
-        dtype = _dtype(kwargs.pop("torch_dtype", None) or kwargs.pop("dtype", None), path)
-        device_map = kwargs.pop("device_map", None)
-        device = device_map if isinstance(device_map, (str, torch.device)) and device_map != "auto" else "cpu"
-        if device_map is not None and not isinstance(device_map, (str, torch.device)):
-            raise HookError(
-                f"{path}: device_map={device_map!r} is not supported for BlinkDL files yet (expected one device)\n"
-                '  hint: pass one device, e.g. device_map="cpu" or device_map="cuda:0"'
-            )
-        return from_blinkdl(path, dtype=dtype, device=device, **kwargs)
+        return _from_blinkdl(path, args, kwargs)
 
     setattr(from_pretrained, _MARK, True)
-    RWKV7ForCausalLM.from_pretrained = classmethod(from_pretrained)
+    cls.from_pretrained = classmethod(from_pretrained)
+
+
+def _from_blinkdl(path: Path, args: tuple, kwargs: dict):
+    """`from_pretrained`'s arguments as `from_blinkdl`'s: dtype, device_map and max_memory; the rest is config."""
+    if args:
+        raise HookError(
+            f"{path}: from_pretrained got {len(args)} positional argument(s) after the path; a BlinkDL file "
+            "takes none\n  hint: pass torch_dtype=, device_map= and config fields as keyword arguments"
+        )
+    torch_dtype, dtype = kwargs.pop("torch_dtype", None), kwargs.pop("dtype", None)
+    device_map = kwargs.pop("device_map", None)
+    return from_blinkdl(
+        path,
+        dtype=_dtype(torch_dtype if torch_dtype is not None else dtype, path),
+        device="cpu" if device_map is None else device_map,
+        max_memory=kwargs.pop("max_memory", None),
+        **kwargs,
+    )

@@ -1,8 +1,9 @@
-"""Lazy checkpoint readers: safetensors, sharded indexes, zip-format torch files, live models."""
+"""Lazy checkpoint readers: safetensors, sharded indexes, zip-format torch files, live models, renamed views."""
 
 from .base import Reader
 from .module import ModuleReader
 from .open import find_checkpoint, open_file, open_source
+from .renamed import RenamedReader
 from .safetensors_file import SafetensorsReader
 from .sharded import ShardedReader
 from .torch_file import TorchReader
@@ -10,6 +11,7 @@ from .torch_file import TorchReader
 __all__ = [
     "Reader",
     "ModuleReader",
+    "RenamedReader",
     "SafetensorsReader",
     "ShardedReader",
     "TorchReader",
