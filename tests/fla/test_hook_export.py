@@ -155,3 +155,29 @@ def test_plain_fla_checkpoints_still_go_to_fla(tmp_path, cls):
     again = cls.from_pretrained(tmp_path / "fla")
     assert type(again) is RWKV7ForCausalLM
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_an_interrupted_export_keeps_the_old_file_and_the_source(tmp_path, monkeypatch):
+    import hashlib
+
+    from adapters.core import ExportError
+
+    source = save_blinkdl_rwkv7(make_blinkdl_rwkv7(hidden_size=64, head_size=16), tmp_path / "src.pth")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    model = RWKV7ForCausalLM.from_pretrained(source)
+    dest = tmp_path / "out.pth"
+    dest.write_bytes(b"old")
+
+    def interrupted(obj, path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(ExportError) as info:
+        save_blinkdl(model, dest, overwrite=True)
+    assert str(info.value) == (
+        f"writing {dest} failed: [Errno 28] No space left on device\n  hint: nothing was written; fix the cause and retry"
+    )
+    assert dest.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["out.pth", "src.pth"]
+    assert hashlib.sha256(source.read_bytes()).hexdigest() == digest

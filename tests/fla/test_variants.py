@@ -227,3 +227,14 @@ def test_a_prefix_on_only_some_keys_is_not_stripped():
     with pytest.raises(HookError) as e:
         detect_variant(table, "f.pth")
     assert str(e.value).startswith("f.pth is not a BlinkDL RWKV checkpoint")
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_variant_files_load_bit_identical_to_the_canonical_file(tmp_path, reference, name):
+    """Variants change names only: the loaded models are equal, so every kernel path and length test carries over."""
+    rename, _ = VARIANTS[name]
+    sd, _ = reference[True]
+    canonical = from_blinkdl(save_blinkdl_rwkv7(sd, tmp_path / "canonical.pth")).state_dict()
+    variant = from_blinkdl(save_blinkdl_rwkv7(rename(sd), tmp_path / "variant.pth")).state_dict()
+    assert canonical.keys() == variant.keys()
+    assert all(torch.equal(canonical[k], variant[k]) for k in canonical)
