@@ -63,7 +63,9 @@ def test_peak_rss_growth_is_bounded(tmp_path):
     total = write_llama(tmp_path / "hf")
     assert total >= 1e9
     child = Path(__file__).with_name("_rss_sat_child.py")
-    out = subprocess.run([sys.executable, str(child), str(tmp_path / "hf")], capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, str(child), str(tmp_path / "hf")], capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout.strip().splitlines()[-1])
     growth = r["peak"] - r["baseline"]

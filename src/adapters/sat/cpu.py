@@ -92,7 +92,9 @@ def apply_rotary(
     seqlen_ro, half = cos.shape
     rotary_dim = 2 * half
     if rotary_dim > headdim:
-        raise FallbackError(f"apply_rotary: rotary_dim {rotary_dim} (2 * cos.shape[1]) exceeds headdim {headdim}" + _HINT)
+        raise FallbackError(
+            f"apply_rotary: rotary_dim {rotary_dim} (2 * cos.shape[1]) exceeds headdim {headdim}" + _HINT
+        )
     if tuple(position_ids.shape) != (batch, seqlen):
         raise FallbackError(
             f"apply_rotary: position_ids must be (batch, seqlen) = {(batch, seqlen)}, got {tuple(position_ids.shape)}"

@@ -33,6 +33,11 @@ class Family:
         spec: HF checkpoint (config and source keys) → the `Spec` to load with.
         dims: HF config → the named sizes the spec's ops use.
         accepts: tells apart families that share a ``model_type`` (ChatGLM v1/2/3, GLM-4); None accepts all.
+        architectures: HF ``architectures`` that name the family when ``config.json`` has no ``model_type``
+            (THUDM's CogVLM remote code writes none).
+        compatible_class_names: names of classes that hold the family without deriving from `sat_class`: the
+            same parameter names by construction, e.g. the CogVLM repository's own ``CogVLMModel``. A class whose
+            MRO has one of these names is accepted; the plan still checks every parameter name and shape.
         prepare: adjusts the freshly built model (still on meta) before loading, e.g. drops a head mixin.
         finish: fixes the loaded model where SAT hard-codes something the config says otherwise (rope base).
     """
@@ -46,6 +51,8 @@ class Family:
     accepts: Callable[[HFCheckpoint], bool] | None = None
     prepare: Callable[[nn.Module, HFCheckpoint, frozenset[str]], None] | None = None
     finish: Callable[[nn.Module, HFCheckpoint], None] | None = None
+    architectures: tuple[str, ...] = ()
+    compatible_class_names: tuple[str, ...] = ()
 
     def load_class(self) -> type:
         module, _, name = self.sat_class.rpartition(".")
@@ -54,6 +61,18 @@ class Family:
     @property
     def class_name(self) -> str:
         return self.sat_class.rpartition(".")[2]
+
+    def reads(self, ckpt: HFCheckpoint) -> bool:
+        """The checkpoint's ``model_type`` is one of ours, or, without one, its ``architectures`` name us."""
+        if ckpt.model_type:
+            return ckpt.model_type in self.model_types
+        return bool(set(ckpt.get("architectures") or ()) & set(self.architectures))
+
+    def holds(self, cls: type) -> bool:
+        """`cls` is (or derives from) the SAT class, or carries one of `compatible_class_names` in its MRO."""
+        if issubclass(cls, self.load_class()):
+            return True
+        return any(base.__name__ in self.compatible_class_names for base in cls.__mro__)
 
 
 def find_family(ckpt: HFCheckpoint, families: tuple[Family, ...], cls: type | None = None) -> Family:
@@ -65,9 +84,9 @@ def find_family(ckpt: HFCheckpoint, families: tuple[Family, ...], cls: type | No
     tell (ChatGLM2 and ChatGLM3 write the same fields). The family's own `args` still refuse what it cannot read.
     """
     model_type = ckpt.model_type
-    candidates = [f for f in families if model_type in f.model_types]
+    candidates = [f for f in families if f.reads(ckpt)]
     matched = [f for f in candidates if f.accepts is None or f.accepts(ckpt)]
-    chosen = _holding(cls, matched) or _holding(cls, candidates)
+    chosen = _holding(cls, candidates, matched)
     if chosen is not None:
         return chosen
     if len(matched) == 1:
@@ -89,9 +108,14 @@ def find_family(ckpt: HFCheckpoint, families: tuple[Family, ...], cls: type | No
     )
 
 
-def _holding(cls: type | None, families: list[Family]) -> Family | None:
-    """The family whose SAT class is the nearest base of `cls` (the most derived one), or None."""
+def _holding(cls: type | None, families: list[Family], accepting: list[Family]) -> Family | None:
+    """The family whose SAT class is the nearest base of `cls` (the most derived one), or None.
+
+    Nearest wins over `accepts`: ``GLM4VModel.from_hf`` on a text-only GLM-4 file must reach the GLM-4V family,
+    whose args refuse it by name, not the GLM-4 family, which would build a GLM4VModel without its vision args.
+    Between families holding the same class, one that accepts the config wins.
+    """
     if not isinstance(cls, type):
         return None
-    fits = [(len(k.__mro__), f) for f in families if issubclass(cls, k := f.load_class())]
-    return max(fits, key=lambda pair: pair[0])[1] if fits else None
+    fits = [(len(f.load_class().__mro__), f in accepting, f) for f in families if f.holds(cls)]
+    return max(fits, key=lambda fit: fit[:2])[2] if fits else None

@@ -50,7 +50,8 @@ def from_hf(
     """Build `cls` (or, for None, the family's SAT class) from an HF checkpoint; returns ``(model, args)``.
 
     Args:
-        cls: the SAT class to build: the family's class or a subclass of it; None picks the family's class. When
+        cls: the SAT class to build: the family's class, a subclass of it, or a class the family names as
+            compatible (`Family.compatible_class_names`); None picks the family's class. When
             several families read the checkpoint's model_type (ChatGLM2/3/GLM-4), it also picks the family.
         name_or_path: an HF checkpoint folder (``config.json`` + weights) or a hub id.
         args: a SAT args namespace to update (as SAT's `from_pretrained` updates it from ``model_config.json``);
@@ -108,14 +109,21 @@ def _target_class(cls: type | None, family: Family, ckpt: HFCheckpoint) -> type:
     family_cls = family.load_class()
     if cls is None or cls is BaseModel:
         return family_cls
-    if isinstance(cls, type) and issubclass(cls, family_cls):
+    if isinstance(cls, type) and family.holds(cls):
         return cls
     name = getattr(cls, "__name__", repr(cls))
     raise HookError(
-        f"{ckpt.path}: a {family.name} checkpoint (model_type {ckpt.model_type!r}) loads into {family.class_name} "
+        f"{ckpt.path}: a {family.name} checkpoint ({_named(ckpt)}) loads into {family.class_name} "
         f"or a subclass of it, not {name}\n"
         f"  hint: call {family.class_name}.from_hf(...), or sat.AutoModel.from_hf(...) to pick the class"
     )
+
+
+def _named(ckpt: HFCheckpoint) -> str:
+    """How the config names its architecture: ``model_type``, else (THUDM's CogVLM files) ``architectures``."""
+    if ckpt.model_type:
+        return f"model_type {ckpt.model_type!r}"
+    return "architectures: " + (", ".join(ckpt.get("architectures") or []) or "none listed")
 
 
 def _merge_args(sat_cls, translated: dict, args, overwrite: dict, ckpt: HFCheckpoint) -> argparse.Namespace:
