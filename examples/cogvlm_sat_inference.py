@@ -7,7 +7,8 @@ The model is loaded the way the CogVLM demo loads a SAT checkpoint: ``AutoModel.
 demo's namespace>)``, then ``CachedAutoregressiveMixin`` and SAT's ``filling_sequence``. The one added line is
 ``import adapters.sat``; with it ``--from_pretrained THUDM/cogvlm-chat-hf`` (or a local copy) loads the HF weights.
 The demo then reads what it reads from a SAT checkpoint: ``model_args.text_processor_version``,
-``model_args.eva_args["image_size"][0]``, ``model.image_length``.
+``model_args.eva_args["image_size"][0]``, ``model.image_length``, and for CogAgent (``THUDM/cogagent-chat-hf``)
+``model_args.cross_image_pix``, the side of the high-resolution copy of the image it feeds as ``cross_*`` inputs.
 
 Defaults need no download: without ``--from_pretrained`` a tiny random HF CogVLM is written to a temporary folder
 (`adapters.sat.tiny.write_tiny_cogvlm`); without ``--local_tokenizer`` a character-level stand-in replaces the
@@ -154,6 +155,9 @@ def chat_turn(model, model_args, tokenizer, args: argparse.Namespace) -> dict:
     parameter = next(model.parameters())
     image = image_inputs(args.image, model_args.eva_args["image_size"][0], parameter.dtype, parameter.device)
     inputs = {k: v.to(parameter.device) for k, v in text_inputs(tokenizer, prompt, model.image_length).items()}
+    if getattr(model_args, "cross_image_pix", None) is not None:  # CogAgent: the picture again, at high resolution
+        cross = image_inputs(args.image, model_args.cross_image_pix, parameter.dtype, parameter.device)
+        inputs |= {"cross_" + k: v for k, v in cross.items()}
     input_ids = inputs.pop("input_ids")[0]
     seq = torch.cat([input_ids, torch.full((args.max_new_tokens,), -1, device=input_ids.device)])
     strategy = BaseStrategy(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,

@@ -12,11 +12,11 @@ from .cpu import install_cpu_fallbacks
 from .from_hf import family_of, from_hf
 from .hf_checkpoint import HFCheckpoint, is_hf_checkpoint, resolve_hf
 from .hook import install_hook
-from .models import CogVLMModel
+from .models import CogAgentModel, CogVLMModel
 from .specs import FAMILIES
 
 install_cpu_fallbacks()
 install_hook()
 
 __all__ = ["FAMILIES", "HFCheckpoint", "family_of", "from_hf", "install_cpu_fallbacks", "install_hook",
-           "is_hf_checkpoint", "resolve_hf", "CogVLMModel"]  # fmt: skip
+           "is_hf_checkpoint", "resolve_hf", "CogVLMModel", "CogAgentModel"]  # fmt: skip

@@ -1,4 +1,4 @@
-"""Tiny random HF CogVLM checkpoints, for examples and tests that must not download 35 GB.
+"""Tiny random HF CogVLM and CogAgent checkpoints, for examples and tests that must not download 35 GB.
 
 `write_tiny_cogvlm` writes what ``THUDM/cogvlm-chat-hf`` ships, at any size: a ``config.json`` with the remote
 code's fields (no ``model_type``; ``architectures: ["CogVLMForCausalLM"]``, ``vision_config``), and the weights
@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["TinyCogVLM", "cogvlm_tensor_shapes", "write_tiny_cogvlm"]
+__all__ = ["TinyCogAgent", "TinyCogVLM", "cogagent_tensor_shapes", "cogvlm_tensor_shapes", "write_tiny_cogagent",
+           "write_tiny_cogvlm"]  # fmt: skip
 
 INDEX_FILE = "model.safetensors.index.json"
 
@@ -173,6 +174,163 @@ def write_tiny_cogvlm(
         _save_shard(folder, shard, weight_map)
         total += shard_size
     index = {"metadata": {"total_size": total, "tiny_cogvlm": asdict(sizes), "seed": seed}, "weight_map": weight_map}
+    (folder / INDEX_FILE).write_text(json.dumps(index, indent=1))
+    config = sizes.config(model_type) | {"torch_dtype": str(dtype).removeprefix("torch.")}
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return folder
+
+
+# -- CogAgent ------------------------------------------------------------------------------------------------------
+
+# EVA-02-CLIP-L, CogAgent's high-resolution tower, in `TinyCogAgent` field names (as adapters.sat.models.cross_vision).
+EVA_L_CROSS = {"cross_hidden_size": 1024, "cross_num_hidden_layers": 24, "cross_num_heads": 16,
+               "cross_intermediate_size": 2730, "cross_patch_size": 14, "cross_head_size": 768}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class TinyCogAgent(TinyCogVLM):
+    """Sizes of a CogAgent checkpoint (``THUDM/cogagent-chat-hf``): CogVLM's, a 224-px-style low-res tower with
+    ``pos_embed``, and the high-res cross tower; the defaults add a 2-layer, 56-px (16-patch) cross tower.
+
+    THUDM's remote code hard-codes the cross tower as EVA-02-CLIP-L (1024 wide, 24 blocks); a smaller one is written
+    to ``config.json`` as ``cross_vision_config`` (our field, absent from the releases, read by the spec).
+    """
+
+    template_version: str = "chat_old"
+    cross_image_size: int = 56
+    cross_hidden_size: int = 32
+    cross_compute_hidden_size: int = 32
+    cross_num_hidden_layers: int = 2
+    cross_num_heads: int = 2
+    cross_intermediate_size: int = 48
+    cross_patch_size: int = 14
+    cross_head_size: int = 16
+
+    @property
+    def cross_patches(self) -> int:
+        return (self.cross_image_size // self.cross_patch_size) ** 2
+
+    def cross_vision_config(self) -> dict | None:
+        """The ``cross_vision_config`` field, or None for EVA-02-CLIP-L (what the releases hold, unwritten)."""
+        ours = {name: getattr(self, name) for name in EVA_L_CROSS}
+        if ours == EVA_L_CROSS:
+            return None
+        return {"hidden_size": self.cross_hidden_size, "num_hidden_layers": self.cross_num_hidden_layers,
+                "num_heads": self.cross_num_heads, "intermediate_size": self.cross_intermediate_size,
+                "patch_size": self.cross_patch_size, "head_size": self.cross_head_size}  # fmt: skip
+
+    def config(self, model_type: str | None = None) -> dict:
+        config = TinyCogVLM.config(self, model_type) | {
+            "architectures": ["CogAgentForCausalLM"],
+            "auto_map": {"AutoConfig": "configuration_cogagent.CogAgentConfig",
+                         "AutoModelForCausalLM": "modeling_cogagent.CogAgentForCausalLM"},
+            "cross_image_size": self.cross_image_size, "cross_hidden_size": self.cross_hidden_size,
+            "cross_compute_hidden_size": self.cross_compute_hidden_size,
+        }  # fmt: skip
+        cross = self.cross_vision_config()
+        if cross is not None:
+            config["cross_vision_config"] = cross
+        return config
+
+
+def cogagent_tensor_shapes(sizes: TinyCogAgent) -> Iterator[tuple[str, tuple[int, ...]]]:
+    """Every tensor of an HF CogAgent checkpoint: CogVLM's, each layer's cross-attention, both towers' extras."""
+    h, c, d = sizes.hidden_size, sizes.cross_compute_hidden_size, sizes.cross_hidden_size
+    for name, shape in cogvlm_tensor_shapes(sizes):
+        yield name, shape
+        if name.endswith("post_attention_layernorm.weight") and name.startswith("model.layers."):
+            p = name.removesuffix("post_attention_layernorm.weight")
+            yield p + "cross_attn.query.weight", (c, h)
+            yield p + "cross_attn.key_value.weight", (2 * c, d)
+            yield p + "cross_attn.dense.weight", (h, c)
+            yield p + "post_cross_attention_layernorm.weight", (h,)
+        if name == "model.vision.eoi":
+            yield "model.vision.pos_embed", (sizes.patches, sizes.vision_hidden_size)
+            yield from _cross_vision_shapes(sizes)
+
+
+def _cross_vision_shapes(sizes: TinyCogAgent) -> Iterator[tuple[str, tuple[int, ...]]]:
+    d, i, n = sizes.cross_hidden_size, sizes.cross_intermediate_size, sizes.cross_patches
+    p = "model.cross_vision.vit.model."
+    yield p + "cls_token", (1, 1, d)
+    yield p + "pos_embed", (1, n + 1, d)
+    yield p + "patch_embed.proj.weight", (d, 3, sizes.cross_patch_size, sizes.cross_patch_size)
+    yield p + "patch_embed.proj.bias", (d,)
+    # The RoPE tables are buffers the remote code saves once (safetensors drops the per-block aliases).
+    yield p + "rope.freqs_cos", (n, d // sizes.cross_num_heads)
+    yield p + "rope.freqs_sin", (n, d // sizes.cross_num_heads)
+    for block in range(sizes.cross_num_hidden_layers):
+        q = f"{p}blocks.{block}."
+        yield q + "norm1.weight", (d,)
+        yield q + "norm1.bias", (d,)
+        yield q + "attn.q_bias", (d,)
+        yield q + "attn.v_bias", (d,)
+        for name in ("q_proj", "k_proj", "v_proj"):
+            yield f"{q}attn.{name}.weight", (d, d)
+        yield q + "attn.inner_attn_ln.weight", (d,)
+        yield q + "attn.inner_attn_ln.bias", (d,)
+        yield q + "attn.proj.weight", (d, d)
+        yield q + "attn.proj.bias", (d,)
+        yield q + "norm2.weight", (d,)
+        yield q + "norm2.bias", (d,)
+        for name, shape in (("w1", (i, d)), ("w2", (i, d)), ("w3", (d, i))):
+            yield f"{q}mlp.{name}.weight", shape
+            yield f"{q}mlp.{name}.bias", (shape[0],)
+        yield q + "mlp.ffn_ln.weight", (i,)
+        yield q + "mlp.ffn_ln.bias", (i,)
+    yield p + "norm.weight", (d,)
+    yield p + "norm.bias", (d,)
+    yield p + "head.weight", (sizes.cross_head_size, d)
+    yield p + "head.bias", (sizes.cross_head_size,)
+    yield "model.cross_vision.pos_embed", (n, d)
+
+
+def _draw_cogagent(name: str, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    if name.endswith(("q_bias", "v_bias")):
+        return 0.1 * torch.randn(shape, generator=generator)  # biases, though their names do not say so
+    if name.endswith("pos_embed") or name.endswith("cls_token"):
+        return torch.randn(shape, generator=generator) / math.sqrt(shape[-1])
+    return _draw(name, shape, generator)
+
+
+def write_tiny_cogagent(
+    path: str | Path,
+    sizes: TinyCogAgent = TinyCogAgent(),
+    *,
+    seed: int = 0,
+    shard_bytes: int = 16 * 1024,
+    dtype: torch.dtype = torch.float32,
+    model_type: str | None = None,
+) -> Path:
+    """Write a random HF CogAgent checkpoint of `sizes` to the folder `path` (created); returns the folder.
+
+    Same arguments and layout as `write_tiny_cogvlm` (sharded safetensors + index, ``config.json`` with
+    ``architectures: ["CogAgentForCausalLM"]`` and the ``cross_*`` fields). ``pos_embed``/``cls_token`` tensors are
+    ``N(0, 1/width)``; the ``q_bias``/``v_bias`` vectors ``N(0, 0.1)``; the saved RoPE tables are random too, so a
+    loader that read them instead of recomputing them would show.
+
+    Example:
+        >>> from adapters.sat.tiny import write_tiny_cogagent
+        >>> folder = write_tiny_cogagent("/tmp/tiny-cogagent")
+        >>> # CogAgentModel.from_hf(folder) / sat.AutoModel.from_pretrained(str(folder), args)
+    """
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(seed)
+    weight_map: dict[str, str] = {}
+    shard: dict[str, torch.Tensor] = {}
+    shard_size = total = 0
+    for name, shape in cogagent_tensor_shapes(sizes):
+        shard[name] = _draw_cogagent(name, shape, generator).to(dtype)
+        shard_size += shard[name].nbytes
+        if shard_size >= shard_bytes:
+            _save_shard(folder, shard, weight_map)
+            total += shard_size
+            shard, shard_size = {}, 0
+    if shard:
+        _save_shard(folder, shard, weight_map)
+        total += shard_size
+    index = {"metadata": {"total_size": total, "tiny_cogagent": asdict(sizes), "seed": seed}, "weight_map": weight_map}
     (folder / INDEX_FILE).write_text(json.dumps(index, indent=1))
     config = sizes.config(model_type) | {"torch_dtype": str(dtype).removeprefix("torch.")}
     (folder / "config.json").write_text(json.dumps(config, indent=2))

@@ -9,9 +9,13 @@ scripts work with them unchanged. They need neither xformers nor timm nor apex: 
 
 * `CogVLMModel` (`.cogvlm`): LLaMA with vision-expert attention and MLP (`.mixins`), the EVA2-CLIP-E tower and the
   GLU projector (`.eva_clip`, `.cogvlm`). Importing this package registers it in SAT's model registry.
+* `CogAgentModel` (`.cogagent`): CogVLM with cross-attention in every layer to a high-resolution EVA-02-CLIP-L
+  tower (`.cross_vision`); registered the same way.
 """
 
+from .cogagent import CogAgentImageMixin, CogAgentModel
 from .cogvlm import GLU, CogVLMModel, ImageMixin, sat_inputs_from_token_types
+from .cross_vision import ExternalVisionModel
 from .eva_clip import EVA2CLIPModel, tower_args
 from .mixins import LlamaVisionExpertAttnMixin, LlamaVisionExpertFCMixin
 
@@ -24,4 +28,7 @@ __all__ = [
     "LlamaVisionExpertFCMixin",
     "sat_inputs_from_token_types",
     "tower_args",
+    "CogAgentImageMixin",
+    "CogAgentModel",
+    "ExternalVisionModel",
 ]

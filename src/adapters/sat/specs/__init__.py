@@ -1,6 +1,6 @@
 """SAT specs, one file per HF family; `FAMILIES` is the registry `from_hf` searches."""
 
-from . import bert, chatglm, chatglm2, chatglm3, clip, cogvlm, glm4, glm4v, gpt2, llama, mixtral, roberta, vit
+from . import bert, chatglm, chatglm2, chatglm3, clip, cogagent, cogvlm, glm4, glm4v, gpt2, llama, mixtral, roberta, vit
 
 FAMILIES = (
     llama.FAMILY,
@@ -17,4 +17,5 @@ FAMILIES = (
     glm4.HF_FAMILY,
     glm4v.FAMILY,
     cogvlm.FAMILY,
+    cogagent.FAMILY,
 )
