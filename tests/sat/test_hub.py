@@ -102,5 +102,5 @@ def test_sat_options_that_mean_nothing_for_hf_are_refused(tmp_path):
         f"{tmp_path}: from_pretrained(prefix=...) applies to SAT checkpoints; {tmp_path} is an HF checkpoint\n"
         "  hint: drop prefix= when loading HF weights"
     )
-    with pytest.raises(HookError, match=r"model_parallel_size=2 is not supported by from_hf yet"):
+    with pytest.raises(HookError, match=r"model_parallel_size=2 needs a torch.distributed job"):
         LLaMAModel.from_hf(tmp_path, overwrite_args={"model_parallel_size": 2})

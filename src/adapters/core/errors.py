@@ -21,6 +21,7 @@ what and where, indented detail lines (expected vs got, the rule, the file), and
     ├── UnsupportedOnCPUError     a feature the CPU fallbacks do not implement (the GPU kernels do)
     ├── StateError                an RNN state (a foreign one, a host cache, a state file) that does not fit the model
     ├── LoadError                 materialisation failed after a clean plan (device, memory, ...)
+    │   └── NonFiniteError        a source tensor holds NaN or Inf (checked on request: check_finite=True)
     └── ExportError               writing the foreign format failed; nothing half-written is left behind
 """
 
@@ -45,6 +46,7 @@ __all__ = [
     "UnsupportedOnCPUError",
     "StateError",
     "LoadError",
+    "NonFiniteError",
     "ExportError",
 ]
 
@@ -124,6 +126,10 @@ class StateError(AdapterError, ValueError):
 
 class LoadError(AdapterError, RuntimeError):
     """Materialising a clean plan failed (device placement, memory). The model is left on `meta`, never half-filled."""
+
+
+class NonFiniteError(LoadError):
+    """Source tensors hold NaN or Inf. Checked only on request (``check_finite=True``); the model is reset to meta."""
 
 
 class ExportError(AdapterError, OSError):

@@ -12,19 +12,20 @@ import time
 from collections.abc import Mapping
 
 import torch
-from accelerate.utils import set_module_tensor_to_device
+from accelerate.utils import offload_weight, save_offload_index, set_module_tensor_to_device
 from accelerate.utils.modeling import retie_parameters
 from torch import nn
 from tqdm.auto import tqdm
 
-from .errors import AdapterError, LoadError
+from .errors import AdapterError, LoadError, NonFiniteError
 from .keys import summarize_keys
+from .partition import Sharding
 from .plan import Plan, plan
 from .readers.base import Reader
 from .readers.open import open_source
 from .report import LoadReport, RuleSummary
 from .spec import Spec
-from .table import TensorInfo
+from .table import TensorInfo, model_table
 
 __all__ = ["load", "materialize", "Device"]
 
@@ -41,6 +42,9 @@ def load(
     device: Device | DeviceMap = "cpu",
     dtype: torch.dtype | None = None,
     progress: bool | None = None,
+    check_finite: bool = False,
+    sharding: Sharding | None = None,
+    offload_folder: str | os.PathLike | None = None,
 ) -> LoadReport:
     """Plan, then fill `model` (usually built under `empty_weights()`) from `source`.
 
@@ -52,14 +56,21 @@ def load(
         device: one device for everything, or an accelerate-style device map (module prefix → device).
         dtype: floating-point dtype of the loaded tensors (default: each parameter's own).
         progress: show a tqdm bar; None shows it only on a terminal.
+        check_finite: scan every source tensor for NaN and Inf and raise `NonFiniteError` naming them (off by
+            default: one extra pass over the data).
+        sharding: for a model-parallel rank: `model` holds this rank's partitions (local shapes); the plan is
+            checked against the full shapes and each source is read only as far as the rank needs it.
+        offload_folder: where targets mapped to ``"disk"`` are written (accelerate's offload format: one ``.dat``
+            per tensor and ``index.json``); they stay on meta in `model`, for `placement.dispatch` to hook.
 
     Returns:
-        The `LoadReport`.
+        The `LoadReport`; its `bytes_read` is what this rank read.
 
     Raises:
         PlanError: source and model do not fit (nothing was read).
         ReadError: the source cannot be read.
         LoadError: placement failed; the model's tensors are back on `meta`, never half-filled.
+        NonFiniteError: with `check_finite`, source tensors hold NaN or Inf (the model is back on `meta`).
 
     Example:
         >>> with empty_weights():
@@ -69,14 +80,16 @@ def load(
     """
     reader = open_source(source)
     try:
-        the_plan = plan(spec, reader, model, dims=dims, dtype=dtype)
-        return materialize(the_plan, reader, model, device=device, dtype=dtype, progress=progress)
+        target = model if sharding is None else sharding.full_table(model_table(model))
+        the_plan = plan(spec, reader, target, dims=dims, dtype=dtype)
+        return materialize(the_plan, reader, model, device=device, dtype=dtype, progress=progress,
+                           check_finite=check_finite, sharding=sharding, offload_folder=offload_folder)  # fmt: skip
     finally:
         if reader is not source:
             reader.close()
 
 
-def _placement(targets: list[str], device: Device | DeviceMap) -> dict[str, Device]:
+def _placement(targets: list[str], device: Device | DeviceMap, disk: bool = False) -> dict[str, Device]:
     """Each target's device: the one device, or the device map's entry with the longest matching module prefix."""
     if not isinstance(device, Mapping):
         return {t: device for t in targets}
@@ -92,7 +105,7 @@ def _placement(targets: list[str], device: Device | DeviceMap) -> dict[str, Devi
             "  hint: add their modules (or '') to the device map"
         )
     on_disk = [t for t, d in placement.items() if d == "disk"]
-    if on_disk:
+    if on_disk and not disk:
         raise LoadError(
             f"the device map offloads {summarize_keys(on_disk)} to disk, which is not supported yet\n"
             "  hint: map them to 'cpu' instead"
@@ -117,27 +130,53 @@ def materialize(
     device: Device | DeviceMap = "cpu",
     dtype: torch.dtype | None = None,
     progress: bool | None = None,
+    check_finite: bool = False,
+    sharding: Sharding | None = None,
+    offload_folder: str | os.PathLike | None = None,
 ) -> LoadReport:
     """Execute a clean plan into `model`. See `load`."""
-    placement = _placement(the_plan.targets, device)
+    placement = _placement(the_plan.targets, device, disk=offload_folder is not None)
+    offloaded: dict[str, dict] = {}  # accelerate's offload index of what went to disk
+    if offload_folder is not None and "disk" in placement.values():
+        os.makedirs(offload_folder, exist_ok=True)
     written: list[str] = []
+    nonfinite: list[str] = []
     start, bytes_before, reads_before = time.perf_counter(), reader.bytes_read, reader.tensors_read
     bar = tqdm(total=the_plan.source_bytes, unit="B", unit_scale=True, desc="loading",
                disable=(not progress) if progress is not None else None, leave=False)  # fmt: skip
     try:
         for unit in the_plan.units:
-            tensors = tuple(reader.read(k) for k in unit.sources)
-            for op in unit.ops:
-                tensors = op.apply(tensors)
+            if sharding is None:
+                tensors = tuple(reader.read(k) for k in unit.sources)
+                if check_finite:
+                    nonfinite += _nonfinite(unit.sources, tensors)
+                for op in unit.ops:
+                    tensors = op.apply(tensors)
+            else:  # this rank's slices; what it never reads it cannot check, so the check names targets
+                tensors = sharding.run(unit, reader)
+                if check_finite:
+                    nonfinite += _nonfinite(unit.targets, tensors)
             for name, tensor, info in zip(unit.targets, tensors, unit.target_infos):
+                if sharding is not None:
+                    _check_local_shape(model, name, tensor)
+                if placement[name] == "disk":  # straight to the folder; the parameter stays on meta
+                    offload_weight(_finish(tensor, info, "cpu"), name, offload_folder, offloaded)
+                    written.append(name)
+                    continue
                 value = _finish(tensor, info, placement[name])
                 set_module_tensor_to_device(model, name, placement[name], value=value,
                                             dtype=info.dtype if info.dtype.is_floating_point else None, clear_cache=False)  # fmt: skip
                 written.append(name)
             del tensors
             bar.update(unit.source_bytes)
+        if nonfinite:
+            raise NonFiniteError(
+                f"{the_plan.source_name}: {len(nonfinite)} source tensor(s) hold NaN or Inf: {_first(nonfinite)}\n"
+                "  hint: the checkpoint is damaged or was saved after training diverged; the model was reset to meta"
+            )
         _retie(the_plan, model)
-        _check_complete(the_plan, model, written)
+        _check_complete(the_plan, model, written, offloaded)
+        save_offload_index(offloaded, offload_folder)
     except BaseException as e:
         _reset(model, written)
         if isinstance(e, AdapterError) or not isinstance(e, Exception):
@@ -151,11 +190,33 @@ def materialize(
     return _report(the_plan, reader, device, dtype, time.perf_counter() - start, bytes_before, reads_before)
 
 
-def _check_complete(the_plan: Plan, model: nn.Module, written: list[str]) -> None:
+def _first(items: list[str], limit: int = 8) -> str:
+    more = f", ... and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def _nonfinite(keys: tuple[str, ...], tensors: tuple[torch.Tensor, ...]) -> list[str]:
+    """``key (n NaN, m Inf)`` for each floating-point tensor that holds NaN or Inf."""
+    found = []
+    for key, t in zip(keys, tensors):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            nan, inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
+            found.append(f"{key} ({', '.join(f'{n} {w}' for n, w in ((nan, 'NaN'), (inf, 'Inf')) if n)})")
+    return found
+
+
+def _check_local_shape(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
+    module, _, attr = name.rpartition(".")
+    want = tuple(getattr(model.get_submodule(module), attr).shape)
+    if tuple(tensor.shape) != want:
+        raise LoadError(f"internal: this rank's part of {name} is {list(tensor.shape)}, its model has {list(want)}")
+
+
+def _check_complete(the_plan: Plan, model: nn.Module, written: list[str], offloaded=()) -> None:
     # The bitmap check: every planned target written exactly once, and no parameter left on meta.
     if sorted(written) != sorted(the_plan.targets) or len(set(written)) != len(written):
         raise LoadError(f"internal: wrote {len(written)} tensors for a plan of {len(the_plan.targets)}")
-    on_meta = [k for k, v in model.state_dict(keep_vars=True).items() if v.device.type == "meta"]
+    on_meta = [k for k, v in model.state_dict(keep_vars=True).items() if v.device.type == "meta" and k not in offloaded]
     if on_meta:
         raise LoadError(
             f"{the_plan.target_name} still has tensors on meta after loading: {summarize_keys(on_meta)}\n"

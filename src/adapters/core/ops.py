@@ -8,6 +8,8 @@ numbers from the model's config at plan time, so one spec serves every model siz
 Contract, tested for every op on distinct-valued tensors:
     op.inverse()(op(xs)) == xs                  bit-exact (Scale only for powers of two)
     op.out_shapes(shapes of xs) == shapes of op(xs)
+    pulled = op.pull_partition(parts, shapes, ways); for every rank r, when pulled is not None:
+        pulled.local(take_r(xs, pulled.inputs)) == take_r(op(xs), parts)     (see `core.partition`)
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 
 from .errors import SpecError
+from .partition import Partition, Pulled
 
 __all__ = [
     "Op",
@@ -91,6 +94,11 @@ class Op(ABC):
     def __call__(self, tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         return self.apply(tensors)
 
+    def pull_partition(self, outputs: Sequence[Partition | None], shapes: Sequence[Shape], ways: int) -> Pulled | None:
+        """The input partitions that give `outputs` (for inputs of full `shapes`), and the op to run on the rank
+        slices; None when this op cannot (the loader then reads the sources whole and slices the results)."""
+        return None
+
     def bind(self, dims: Mapping[str, int]) -> Op:
         """This op with every named size replaced by its number from `dims`."""
         changes = {}
@@ -137,6 +145,38 @@ class Elementwise(Op):
     @abstractmethod
     def apply_one(self, tensor: torch.Tensor) -> torch.Tensor: ...
 
+    def pull_one(self, part: Partition, shape: Shape, ways: int) -> tuple[Partition, Elementwise] | None:
+        """One tensor's input partition and local op for output partition `part`; None when it cannot."""
+        return None
+
+    def pull_partition(self, outputs: Sequence[Partition | None], shapes: Sequence[Shape], ways: int) -> Pulled | None:
+        pulled = pull_each(self, outputs, shapes, ways)
+        if pulled is None:
+            return None
+        inputs, local = pulled
+        return Pulled(inputs, local)
+
+
+def pull_each(
+    op: Elementwise, outputs: Sequence[Partition | None], shapes: Sequence[Shape], ways: int
+) -> tuple[tuple[Partition | None, ...], Elementwise] | None:
+    """`op.pull_one` on each tensor; the tensors must agree on one local op (a replicated one needs `op` itself)."""
+    inputs: list[Partition | None] = []
+    locals_: set[Elementwise] = set()
+    for part, shape in zip(outputs, shapes):
+        if part is None:
+            inputs.append(None)
+            locals_.add(op)
+            continue
+        one = op.pull_one(part, shape, ways)
+        if one is None:
+            return None
+        inputs.append(one[0])
+        locals_.add(one[1])
+    if len(locals_) > 1:
+        return None
+    return tuple(inputs), (locals_.pop() if locals_ else op)
+
 
 def _check_dim(op: Op, shape: Shape, dim: int) -> int:
     if not -len(shape) <= dim < len(shape):
@@ -159,6 +199,11 @@ class Transpose(Elementwise):
 
     def apply_one(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.transpose(self.dim0, self.dim1)
+
+    def pull_one(self, part: Partition, shape: Shape, ways: int) -> tuple[Partition, Elementwise]:
+        a, b = _check_dim(self, shape, self.dim0), _check_dim(self, shape, self.dim1)
+        dim = b if part.dim == a else a if part.dim == b else part.dim
+        return Partition(dim, part.segments), self
 
     def inverse(self) -> Transpose:
         return Transpose(self.dim1, self.dim0)
@@ -242,6 +287,21 @@ class Concat(Op):
         self.out_shapes([tuple(t.shape) for t in tensors])
         return (torch.cat(list(tensors), dim=self.dim),)
 
+    def pull_partition(self, outputs: Sequence[Partition | None], shapes: Sequence[Shape], ways: int) -> Pulled | None:
+        # Off the concat dim every input is split like the output. On it, each input must be a whole number of
+        # the output's segments ([Q; K; V] for q, k, v): a rank's slice then concatenates its slices of the parts.
+        (part,) = outputs
+        if part is None:
+            return Pulled((None,) * len(shapes), self)
+        dim = _check_dim(self, shapes[0], self.dim)
+        if part.dim != dim:
+            return Pulled((part,) * len(shapes), self)
+        inputs = _group_segments(part.segments, [s[dim] for s in shapes])
+        if inputs is None:
+            return None
+        sizes = None if self.sizes is None else tuple(s if s == -1 else int(s) // ways for s in self.sizes)  # type: ignore[arg-type]
+        return Pulled(tuple(Partition(dim, g) for g in inputs), Concat(self.dim, sizes))
+
     def inverse(self) -> Split:
         return Split(self.dim, sizes=self.sizes)
 
@@ -299,8 +359,36 @@ class Split(Op):
         (tensor,) = tensors
         return tuple(torch.split(tensor, list(self._sizes_for(tuple(tensor.shape))), dim=self.dim))
 
+    def pull_partition(self, outputs: Sequence[Partition | None], shapes: Sequence[Shape], ways: int) -> Pulled | None:
+        # Every part split on the cut dim: the input's segments are the parts' segments in order, so a merged
+        # [gate; up] is chunked first, then sliced. Off the cut dim all parts must be split alike.
+        if all(p is None for p in outputs):
+            return Pulled((None,), self)
+        if any(p is None for p in outputs) or len({p.dim for p in outputs}) != 1:  # type: ignore[union-attr]
+            return None
+        dim = _check_dim(self, shapes[0], self.dim)
+        if outputs[0].dim != dim:  # type: ignore[union-attr]
+            return Pulled((outputs[0],), self) if len(set(outputs)) == 1 else None
+        segments = tuple(s for p in outputs for s in p.segments)  # type: ignore[union-attr]
+        sizes = None if self.sizes is None else tuple(s if s == -1 else int(s) // ways for s in self.sizes)  # type: ignore[arg-type]
+        return Pulled((Partition(dim, segments),), Split(self.dim, sizes, self.parts))
+
     def inverse(self) -> Concat:
         return Concat(self.dim, sizes=self.sizes)
+
+
+def _group_segments(segments: tuple[int, ...], sizes: list[int]) -> list[tuple[int, ...]] | None:
+    """`segments` grouped into consecutive runs that sum to each of `sizes`; None when a boundary splits one."""
+    groups: list[tuple[int, ...]] = []
+    rest = list(segments)
+    for size in sizes:
+        group: list[int] = []
+        while rest and sum(group) < size:
+            group.append(rest.pop(0))
+        if sum(group) != size or not group:
+            return None
+        groups.append(tuple(group))
+    return groups if not rest else None
 
 
 def _argsort(order: tuple[int, ...]) -> tuple[int, ...]:
@@ -341,6 +429,24 @@ class BlockPermute(Elementwise):
         viewed = tensor.reshape(*lead, *self.blocks, *tail)  # type: ignore[misc]
         axes = list(range(dim)) + [dim + o for o in self.order] + list(range(dim + len(self.blocks), viewed.dim()))
         return viewed.permute(axes).reshape(tensor.shape)
+
+    def pull_one(self, part: Partition, shape: Shape, ways: int) -> tuple[Partition, Elementwise] | None:
+        # The output is the permuted blocks (b[order[0]], b[order[1]], ...). A partition that cuts one of those
+        # block axes into `ways` (segments = every index of the axes before it) cuts the same axis of the input.
+        dim = _check_dim(self, shape, self.dim)
+        if part.dim != dim:
+            return part, self
+        blocks = tuple(int(b) for b in self.blocks)  # type: ignore[arg-type]
+        out_blocks = tuple(blocks[o] for o in self.order)
+        for k, size in enumerate(out_blocks):
+            outer, inner = math.prod(out_blocks[:k]), math.prod(out_blocks[k:])
+            if size % ways or part.segments != (inner,) * outer:
+                continue
+            axis = self.order[k]
+            segments = (math.prod(blocks[axis:]),) * math.prod(blocks[:axis])
+            local = tuple(b // ways if i == axis else b for i, b in enumerate(blocks))
+            return Partition(dim, segments), BlockPermute(self.dim, local, self.order)
+        return None
 
     def inverse(self) -> BlockPermute:
         return BlockPermute(self.dim, tuple(self.blocks[o] for o in self.order), _argsort(self.order))
@@ -390,6 +496,13 @@ class RotaryPermute(Elementwise):
         dim = _check_dim(self, tuple(tensor.shape), self.dim)
         return tensor.index_select(dim, self._index(tensor.shape[dim]))
 
+    def pull_one(self, part: Partition, shape: Shape, ways: int) -> tuple[Partition, Elementwise] | None:
+        # Per head: a partition whose chunks hold whole heads needs the same rows of the input.
+        hd = int(self.head_dim)  # type: ignore[arg-type]
+        if part.dim == _check_dim(self, shape, self.dim) and any(s % (ways * hd) for s in part.segments):
+            return None
+        return part, self
+
     def inverse(self) -> RotaryPermute:
         return RotaryPermute(self.dim, self.head_dim, self.rotary_dim, "interleaved" if self.to == "half" else "half")
 
@@ -412,6 +525,9 @@ class Scale(Elementwise):
 
     def apply_one(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor * self.factor
+
+    def pull_one(self, part: Partition, shape: Shape, ways: int) -> tuple[Partition, Elementwise]:
+        return part, self
 
     def inverse(self) -> Scale:
         return Scale(1.0 / self.factor)
@@ -442,6 +558,10 @@ class Duplicate(Op):
         self.out_shapes([tuple(t.shape) for t in tensors])
         (tensor,) = tensors
         return (tensor,) + tuple(tensor.clone() for _ in range(self.copies - 1))
+
+    def pull_partition(self, outputs: Sequence[Partition | None], shapes: Sequence[Shape], ways: int) -> Pulled | None:
+        # Copies split differently (a replicated embedding, a column-parallel head) need more than any one slice.
+        return Pulled((outputs[0],), self) if len(set(outputs)) == 1 else None
 
     def inverse(self) -> Dedupe:
         return Dedupe(self.copies)
@@ -480,6 +600,9 @@ class Dedupe(Op):
                     f"{self}: copy {i} differs from copy 0 (max abs diff {diff:.3g}); tied tensors must be equal"
                 )
         return (first,)
+
+    def pull_partition(self, outputs: Sequence[Partition | None], shapes: Sequence[Shape], ways: int) -> Pulled | None:
+        return Pulled((outputs[0],) * self.copies, self)
 
     def inverse(self) -> Duplicate:
         return Duplicate(self.copies)
@@ -527,6 +650,18 @@ class OnParts(Op):
     def apply(self, tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         self._check(len(tensors))
         return tuple(self.op.apply([t])[0] if i in self.parts else t for i, t in enumerate(tensors))
+
+    def pull_partition(self, outputs: Sequence[Partition | None], shapes: Sequence[Shape], ways: int) -> Pulled | None:
+        self._check(len(shapes))
+        mine = [i for i in range(len(shapes)) if i in self.parts]
+        pulled = pull_each(self.op, [outputs[i] for i in mine], [shapes[i] for i in mine], ways)
+        if pulled is None:
+            return None
+        found, local = pulled
+        inputs = list(outputs)
+        for i, p in zip(mine, found):
+            inputs[i] = p
+        return Pulled(tuple(inputs), OnParts(local, self.parts))
 
     def inverse(self) -> OnParts:
         return OnParts(self.op.inverse(), self.parts)

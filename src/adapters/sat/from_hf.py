@@ -15,14 +15,17 @@ from typing import Any
 import torch
 
 from ..core import HookError, empty_weights, load, open_source
+from ..core.placement import dispatch, plan_placement
 from .cpu import install_cpu_fallbacks
 from .family import Family, find_family
 from .hf_checkpoint import HFCheckpoint, resolve_hf
+from .partition import prepare_parallel, sat_sharding
 from .specs import FAMILIES
 
 __all__ = ["from_hf", "family_of"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_MODULE_HINT = "mixins, transformer.word_embeddings, transformer.layers.0, transformer.final_layernorm"
 
 
 def family_of(name_or_path: str | os.PathLike, cls: type | None = None, **hub: Any) -> tuple[Family, HFCheckpoint]:
@@ -41,10 +44,14 @@ def from_hf(
     overwrite_args: dict[str, Any] | None = None,
     build_only: bool = False,
     progress: bool | None = None,
+    check_finite: bool = False,
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     local_files_only: bool | None = None,
     token: str | bool | None = None,
+    device_map: str | int | dict | None = None,
+    max_memory: dict | None = None,
+    offload_folder: str | os.PathLike | None = None,
     **model_kwargs: Any,
 ):
     """Build `cls` (or, for None, the family's SAT class) from an HF checkpoint; returns ``(model, args)``.
@@ -58,10 +65,20 @@ def from_hf(
             None starts from the class defaults with dropout 0, ready for inference.
         device: where each tensor goes as it is read (default: ``args.device``, else CUDA when present, else CPU).
         dtype: parameter dtype (default: bf16/fp16 when ``args.bf16``/``args.fp16``, else float32).
-        overwrite_args: fields that win over the translated config.
+        overwrite_args: fields that win over the translated config. ``{"model_parallel_size": N}`` inside a
+            torch.distributed job (N ranks per model-parallel group) builds this rank's SAT partition and reads
+            only its slice of each partitioned tensor (`adapters.sat.partition`).
         build_only: build the model with SAT's own initialisation and load nothing (SAT's ``build_only``).
         progress: tqdm bar; None shows it on a terminal only.
+        check_finite: scan the weights for NaN/Inf and raise `NonFiniteError` naming them (off by default).
         revision, cache_dir, local_files_only, token: for hub ids (huggingface_hub).
+        device_map: wins over `device`: accelerate's placement (a device, a dict of module prefix -> device with
+            ``"cpu"``/``"disk"``/GPU entries, or ``"auto"``/``"balanced"``/``"balanced_low_0"``/``"sequential"``),
+            single process, each tensor read straight onto its device; the model gets ``hf_device_map`` and
+            accelerate's hooks. Layers stay whole, and ``mixins`` sits whole on the device the model computes on:
+            mixins hold weights that layers use inside their own forward, where the hooks neither move nor load them.
+        max_memory: device -> bytes (or "10GiB") for the planned strategies.
+        offload_folder: where ``"disk"`` entries are written (accelerate's offload format).
         model_kwargs: passed to the SAT class constructor, as SAT's `get_model` passes them.
 
     Raises:
@@ -76,7 +93,7 @@ def from_hf(
     sat_cls = _target_class(cls, family, ckpt)
     args = _merge_args(sat_cls, family.args(ckpt), args, dict(overwrite_args or {}), ckpt)
     dtype = _resolve_dtype(dtype, args, ckpt)
-    device = _resolve_device(device, args, ckpt)
+    device = _resolve_device(device if device_map is None else "cpu", args, ckpt)  # a map wins over device
     args.device = str(device)
     args.fp16, args.bf16 = dtype == torch.float16, dtype == torch.bfloat16
     if build_only:
@@ -90,17 +107,43 @@ def from_hf(
         spec = family.spec(ckpt, keys)
         args.skip_init, args.use_gpu_initialization = True, False  # weights come from the file, never from init
         with empty_weights():
-            model = sat_cls(args, params_dtype=dtype, **model_kwargs)
+            model = _build(sat_cls, args, dtype, model_kwargs, ckpt)
         if family.prepare is not None:
             family.prepare(model, ckpt, keys)
-        report = load(spec, reader, model, dims=family.dims(ckpt), device=device, dtype=dtype, progress=progress)
+        # Model parallel: this rank's model holds its partitions only, and it reads only the slices they need.
+        sharding = sat_sharding(model) if args.model_parallel_size != 1 else None
+        placement = device if device_map is None else _plan_map(model, device_map, max_memory, offload_folder, dtype, ckpt)
+        report = load(spec, reader, model, dims=family.dims(ckpt), device=placement, dtype=dtype, progress=progress,
+                      check_finite=check_finite, sharding=sharding, offload_folder=offload_folder)  # fmt: skip
     finally:
         reader.close()
-    model.to(device)  # buffers SAT computed at construction (inv_freq) join the parameters
+    if device_map is None:
+        model.to(device)  # buffers SAT computed at construction (inv_freq) join the parameters
     if family.finish is not None:
         family.finish(model, ckpt)
+    if device_map is not None:
+        dispatch(model, placement, offload_folder)  # buffers move with their module; hooks for spanning maps
     model.adapters_load_report = report
     return model, args
+
+
+def _plan_map(model, device_map, max_memory, offload_folder, dtype, ckpt: HFCheckpoint):
+    """`device_map` for `load`: layers whole (`BaseTransformerLayer`), `mixins` whole on the computing device."""
+    return plan_placement(model, device_map, max_memory=max_memory, dtype=dtype, no_split=["BaseTransformerLayer"],
+                          path=str(ckpt.path), offload_folder=None if offload_folder is None else str(offload_folder),
+                          together=("mixins",), module_hint=_MODULE_HINT)  # fmt: skip
+
+
+def _build(sat_cls, args, dtype, model_kwargs, ckpt: HFCheckpoint):
+    if args.model_parallel_size == 1:
+        return sat_cls(args, params_dtype=dtype, **model_kwargs)
+    try:
+        return sat_cls(args, params_dtype=dtype, **model_kwargs)
+    except AssertionError as e:  # sat.mpu.utils.divide: a size `prepare_parallel` does not know of
+        raise HookError(
+            f"{ckpt.path}: SAT cannot split {sat_cls.__name__} among {args.model_parallel_size} ranks: {e}\n"
+            "  hint: pick a model_parallel_size that divides the model's heads and layer sizes"
+        ) from e
 
 
 def _target_class(cls: type | None, family: Family, ckpt: HFCheckpoint) -> type:
@@ -138,11 +181,9 @@ def _merge_args(sat_cls, translated: dict, args, overwrite: dict, ckpt: HFCheckp
                 setattr(args, key, value)
     for key, value in {**translated, **overwrite}.items():
         setattr(args, key, value)
-    if getattr(args, "model_parallel_size", 1) != 1:
-        raise HookError(
-            f"{ckpt.path}: model_parallel_size={args.model_parallel_size} is not supported by from_hf yet\n"
-            "  hint: load with model_parallel_size=1; rank-local sliced loading is tracked in its own issue"
-        )
+    args.model_parallel_size = int(getattr(args, "model_parallel_size", 1))
+    if args.model_parallel_size != 1:
+        prepare_parallel(args, str(ckpt.path))
     return args
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import CorruptFileError, SourceNotFoundError, UnsupportedFormatError
+from ..errors import CorruptFileError, ReadError, SourceNotFoundError, UnsupportedFormatError
 from .base import Reader
 from .safetensors_file import SafetensorsReader
 from .sharded import ShardedReader
@@ -54,8 +54,13 @@ def find_checkpoint(folder: Path) -> Path:
 
 def open_file(path: str) -> Reader:
     """A reader for one checkpoint file, chosen by its first bytes, not its name."""
-    with open(path, "rb") as f:
-        head = f.read(9)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except FileNotFoundError as e:
+        raise SourceNotFoundError(f"{path} does not exist") from e
+    except OSError as e:  # permission denied, a folder, an I/O error
+        raise ReadError(f"{path} cannot be read: {e.strerror or e}\n  hint: check the path and its permissions") from e
     if not head:
         raise CorruptFileError(f"{path} is empty (0 bytes)\n  hint: the download or save was interrupted; do it again")
     if head[:4] == b"PK\x03\x04":

@@ -50,7 +50,10 @@ class SafetensorsReader(Reader):
         sl = self._file.get_slice(key)
         code = sl.get_dtype()
         if code not in _DTYPES:
-            raise CorruptFileError(f"{self.path}: tensor {key!r} has dtype {code}, which torch cannot hold")
+            raise CorruptFileError(
+                f"{self.path}: tensor {key!r} has dtype {code}, which torch cannot hold\n"
+                f"  hint: adapters reads {', '.join(_DTYPES)}; convert the file's {code} tensors first"
+            )
         return TensorInfo(tuple(sl.get_shape()), _DTYPES[code], self.path)
 
     def keys(self) -> list[str]:

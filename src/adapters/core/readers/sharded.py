@@ -7,12 +7,22 @@ import os
 
 import torch
 
-from ..errors import CorruptFileError, SourceNotFoundError
+from ..errors import CorruptFileError, ReadError, SourceNotFoundError
 from ..keys import summarize_keys
 from ..table import TensorInfo
 from .base import Reader
 
 __all__ = ["ShardedReader"]
+
+
+def _no_repeats(pairs: list[tuple[str, object]], twice: list[tuple[str, object, object]]) -> dict:
+    """A JSON object as a dict, recording keys it repeats (json.load would silently keep the last value)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            twice.append((key, out[key], value))
+        out[key] = value
+    return out
 
 
 class ShardedReader(Reader):
@@ -53,13 +63,24 @@ class ShardedReader(Reader):
                 self._owner[key] = shard
 
     def _weight_map(self) -> dict[str, str]:
+        twice: list[tuple[str, object, object]] = []
         try:
             with open(self.path, encoding="utf-8") as f:
-                index = json.load(f)
+                index = json.load(f, object_pairs_hook=lambda pairs: _no_repeats(pairs, twice))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CorruptFileError(f"{self.path} is not valid JSON: {e}\n  hint: download the index again") from e
         except FileNotFoundError as e:
             raise SourceNotFoundError(f"{self.path} does not exist") from e
+        except OSError as e:
+            raise ReadError(
+                f"{self.path} cannot be read: {e.strerror or e}\n  hint: check the file's permissions"
+            ) from e
+        if twice:
+            key, first, second = twice[0]
+            raise CorruptFileError(
+                f"{self.path} lists {key!r} more than once ({first!r} and {second!r})\n"
+                "  hint: the index is damaged; download it again"
+            )
         weight_map = index.get("weight_map") if isinstance(index, dict) else None
         if not isinstance(weight_map, dict) or not all(
             isinstance(k, str) and isinstance(v, str) and v and os.path.basename(v) == v for k, v in weight_map.items()

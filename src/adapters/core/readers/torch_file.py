@@ -12,6 +12,7 @@ import ctypes
 import mmap
 import pickle
 import re
+import struct
 import sys
 import zipfile
 from collections.abc import Mapping
@@ -70,6 +71,62 @@ def _libc():
     return _LIBC
 
 
+def _is_zipfile(path: str) -> bool:
+    try:
+        return zipfile.is_zipfile(path)
+    except zipfile.BadZipFile:  # raised (not returned) for some damaged end records, e.g. a "multi-disk" one
+        return False
+
+
+def _check_records(path: str, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Refuse a file whose storage records are shorter than the tensors over them.
+
+    With ``mmap=True`` torch maps each storage at its record's offset with the size the pickle states, without
+    comparing it with the record: a damaged record would silently read the bytes that follow it in the file.
+    """
+    storages = {}
+    for key, t in tensors.items():
+        st = t.untyped_storage()
+        if st.nbytes():
+            storages.setdefault(st.data_ptr(), (st.nbytes(), key))
+    if not storages:
+        return
+    records = {}
+    try:
+        with zipfile.ZipFile(path) as archive, open(path, "rb") as f:
+            for info in archive.infolist():
+                if info.filename.rpartition("/")[0].rpartition("/")[2] != "data":  # storages are <archive>/data/<key>
+                    continue
+                # The local header must be where the directory says and name the same record (zipfile checks
+                # this when it opens a member; torch's mmap path does not, and would map the wrong bytes).
+                f.seek(info.header_offset)
+                local = f.read(30)
+                name_len, extra_len = struct.unpack("<HH", local[26:30]) if len(local) == 30 else (0, 0)
+                if local[:4] != b"PK\x03\x04" or f.read(name_len) != info.filename.encode():
+                    raise zipfile.BadZipFile(f"the local header of {info.filename} does not match the directory")
+                records[info.header_offset + 30 + name_len + extra_len] = (info.file_size, info.filename)
+    except (zipfile.BadZipFile, OSError, NotImplementedError, ValueError, EOFError, struct.error) as e:
+        raise CorruptFileError(
+            f"{path} is not a readable torch file: {e}\n  hint: the file is truncated or corrupt; download or write it again"
+        ) from e
+    first = min(storages)
+    for offset in sorted(records):  # the record the lowest storage sits in fixes where the mapping starts
+        base = first - offset
+        if all(ptr - base in records for ptr in storages):
+            short = [(k, n, records[p - base]) for p, (n, k) in storages.items() if records[p - base][0] < n]
+            if not short:
+                return
+            key, need, (size, name) = min(short, key=lambda s: s[2][1])
+            raise CorruptFileError(
+                f"{path}: tensor {key!r} needs {need} bytes but its record {name} holds {size}\n"
+                "  hint: the file is truncated or corrupt; download or write it again"
+            )
+    raise CorruptFileError(
+        f"{path}: the tensors' storages do not line up with the archive's records\n"
+        "  hint: the file is truncated or corrupt; download or write it again"
+    )
+
+
 class TorchReader(Reader):
     """Reads tensors from one zip-format torch file over a private, read-only-in-practice file mapping."""
 
@@ -79,12 +136,12 @@ class TorchReader(Reader):
         self.tensors_read = 0
         with open(self.path, "rb") as f:
             magic = f.read(4)
-        if magic == b"PK\x03\x04" and not zipfile.is_zipfile(self.path):
+        if magic == b"PK\x03\x04" and not _is_zipfile(self.path):
             raise CorruptFileError(
                 f"{self.path} is a torch zip file whose archive is incomplete (no central directory)\n"
                 "  hint: the file is truncated; download or write it again"
             )
-        if not zipfile.is_zipfile(self.path):
+        if magic != b"PK\x03\x04" and not _is_zipfile(self.path):
             raise UnsupportedFormatError(
                 f"{self.path} is a legacy (non-zip) torch pickle, which cannot be read lazily\n"
                 "  hint: re-save it with torch >= 1.6 (torch.save writes the zip format by default)"
@@ -99,7 +156,7 @@ class TorchReader(Reader):
                 "  hint: the file references code, not only tensors and containers; load it with "
                 "torch.load(weights_only=False) only if you trust its source"
             ) from e
-        except (RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
+        except Exception as e:  # noqa: BLE001 - a damaged pickle fails in many ways inside torch; nothing ran
             raise CorruptFileError(
                 f"{self.path} is not a readable torch file: {str(e).splitlines()[0] if str(e) else type(e).__name__}\n"
                 "  hint: the file is truncated or corrupt; download or write it again"
@@ -107,6 +164,7 @@ class TorchReader(Reader):
         self._tensors: dict[str, torch.Tensor] = {}
         self.extras: dict[str, object] = {}
         _flatten(obj, "", self._tensors, self.extras)
+        _check_records(self.path, self._tensors)
         self._order = self._file_order()
 
     def _file_order(self) -> list[str]:
