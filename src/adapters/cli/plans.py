@@ -14,11 +14,11 @@ __all__ = ["sat_plan", "blinkdl_plan", "fla_plan"]
 def sat_plan(path: Path, reader: Reader) -> tuple[str, Plan]:
     """The SAT family reading HF folder `path` (``"llama -> LLaMAModel"``) and its plan over `reader`."""
     import adapters.sat  # noqa: F401  (SAT CPU fallbacks)
-    from adapters.sat.from_hf import _merge_args, _target_class, family_of
+    from adapters.sat.from_hf import family_of, merge_args, target_class
 
     family, ckpt = family_of(path)
-    sat_cls = _target_class(None, family, ckpt)
-    args = _merge_args(sat_cls, family.args(ckpt), None, {}, ckpt)
+    sat_cls = target_class(None, family, ckpt)
+    args = merge_args(sat_cls, family.args(ckpt), None, {}, ckpt)
     keys = frozenset(reader.keys())
     spec = family.spec(ckpt, keys)
     args.skip_init, args.use_gpu_initialization = True, False

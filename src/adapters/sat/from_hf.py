@@ -22,7 +22,7 @@ from .hf_checkpoint import HFCheckpoint, resolve_hf
 from .partition import prepare_parallel, sat_sharding
 from .specs import FAMILIES
 
-__all__ = ["from_hf", "family_of"]
+__all__ = ["family_of", "from_hf", "merge_args", "target_class"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MODULE_HINT = "mixins, transformer.word_embeddings, transformer.layers.0, transformer.final_layernorm"
@@ -90,8 +90,8 @@ def from_hf(
     install_cpu_fallbacks()
     family, ckpt = family_of(name_or_path, cls, revision=revision, cache_dir=cache_dir,
                              local_files_only=local_files_only, token=token)  # fmt: skip
-    sat_cls = _target_class(cls, family, ckpt)
-    args = _merge_args(sat_cls, family.args(ckpt), args, dict(overwrite_args or {}), ckpt)
+    sat_cls = target_class(cls, family, ckpt)
+    args = merge_args(sat_cls, family.args(ckpt), args, dict(overwrite_args or {}), ckpt)
     dtype = _resolve_dtype(dtype, args, ckpt)
     device = _resolve_device(device if device_map is None else "cpu", args, ckpt)  # a map wins over device
     args.device = str(device)
@@ -146,7 +146,7 @@ def _build(sat_cls, args, dtype, model_kwargs, ckpt: HFCheckpoint):
         ) from e
 
 
-def _target_class(cls: type | None, family: Family, ckpt: HFCheckpoint) -> type:
+def target_class(cls: type | None, family: Family, ckpt: HFCheckpoint) -> type:
     from sat.model.base_model import BaseModel
 
     family_cls = family.load_class()
@@ -169,7 +169,7 @@ def _named(ckpt: HFCheckpoint) -> str:
     return "architectures: " + (", ".join(ckpt.get("architectures") or []) or "none listed")
 
 
-def _merge_args(sat_cls, translated: dict, args, overwrite: dict, ckpt: HFCheckpoint) -> argparse.Namespace:
+def merge_args(sat_cls, translated: dict, args, overwrite: dict, ckpt: HFCheckpoint) -> argparse.Namespace:
     """Class defaults ← caller's namespace ← translated config ← `overwrite`, as SAT merges model_config.json."""
     defaults = sat_cls.get_args()
     if args is None:
