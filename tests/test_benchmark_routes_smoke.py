@@ -52,6 +52,30 @@ def test_every_route_and_ratio_is_reported(tmp_path, side):
     ratios = [_cells(line) for line in lines if line.startswith("| tiny | ") and _cells(line)[1] in ("wall", "cpu", "peak RSS")]  # fmt: skip
     assert [row[1] for row in ratios] == ["wall", "cpu", "peak RSS"]
     assert all(NUMBER.match(cell) for row in ratios for cell in row[2:]), ratios
+    _assert_adapter_equals_native(tmp_path / "work", side)
+
+
+def _assert_adapter_equals_native(workdir: Path, side: str) -> None:
+    """The harness compares like with like: the adapter's model holds exactly what the native load holds."""
+    import torch
+
+    routes, child = _load_routes_module(), _load_child_module()
+    folder = workdir / "tiny" / side
+    source, _ = routes.build(folder, side, routes.SIZES["tiny"][side])  # cached: returns the built file
+    adapter = getattr(child, f"{side}_adapter")(str(source), None).state_dict()
+    native = getattr(child, f"{side}_native")(str(folder / "native"), None).state_dict()
+    assert adapter.keys() == native.keys()
+    for key, value in adapter.items():
+        if key.endswith("inv_freq"):  # computed, not loaded: SAT's native path casts it to bf16, we keep fp32
+            continue
+        assert value.dtype == native[key].dtype and torch.equal(value, native[key]), key
+
+
+def _load_child_module():
+    spec = importlib.util.spec_from_file_location("route_child", ROOT / "benchmarks" / "_route_child.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _load_routes_module():
