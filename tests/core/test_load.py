@@ -115,14 +115,17 @@ def test_device_map_must_cover_every_target(tmp_path, toy_state, meta_toy, toy_c
 def test_failure_mid_load_leaves_no_half_model(tmp_path, toy_state, meta_toy, toy_config):
     path = write_toy_checkpoint(tmp_path, toy_state, "safetensors")
     with open_source(path) as reader:
-        real = reader._read
+        real_read, real_view = reader._read, reader.view
 
-        def flaky(key):
-            if key == "model.layers.2.mlp.down_proj.weight":
-                raise MemoryError("simulated")
-            return real(key)
+        def flaky(real):
+            def call(key):
+                if key == "model.layers.2.mlp.down_proj.weight":
+                    raise MemoryError("simulated")
+                return real(key)
 
-        reader._read = flaky
+            return call
+
+        reader._read, reader.view = flaky(real_read), flaky(real_view)  # renames come as views, the rest as reads
         with pytest.raises(LoadError) as e:
             load(TOY_SPEC, reader, meta_toy, dims=toy_dims(toy_config))
     assert str(e.value).startswith(f"loading {path} into ToyModel failed after ")
@@ -151,3 +154,20 @@ def test_report_renders(tmp_path, toy_state, meta_toy, toy_config):
     assert lines[1] == "  wrote 27 tensors from 30 source tensors (3 ignored, 3 kept as built) on cpu as model dtypes"
     assert lines[3] == "  rule  units      bytes  mapping"
     assert len(report.rules) == len(TOY_SPEC.rules)
+
+
+def test_renamed_tensors_are_file_views_and_writes_never_reach_the_file(tmp_path, toy_state, meta_toy, toy_config):
+    import hashlib
+
+    path = write_toy_checkpoint(tmp_path, toy_state, "safetensors")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    load(TOY_SPEC, path, meta_toy, dims=toy_dims(toy_config))
+    head = meta_toy.head.weight  # a rename with no cast: a copy-on-write view of the file, no copy made
+    assert torch.equal(head, toy_state["lm_head.weight"])
+    with torch.no_grad():
+        head.add_(1.0)  # what an optimizer step does
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    with open_source(path) as reader:
+        assert torch.equal(reader.read("lm_head.weight"), toy_state["lm_head.weight"])
+        assert torch.equal(reader.view("lm_head.weight"), toy_state["lm_head.weight"])
+        assert reader.bytes_read == 2 * toy_state["lm_head.weight"].nbytes

@@ -147,7 +147,7 @@ def materialize(
     try:
         for unit in the_plan.units:
             if sharding is None:
-                tensors = tuple(reader.read(k) for k in unit.sources)
+                tensors = _viewed(unit, reader, placement) or tuple(reader.read(k) for k in unit.sources)
                 if check_finite:
                     nonfinite += _nonfinite(unit.sources, tensors)
                 for op in unit.ops:
@@ -210,6 +210,21 @@ def _check_local_shape(model: nn.Module, name: str, tensor: torch.Tensor) -> Non
     want = tuple(getattr(model.get_submodule(module), attr).shape)
     if tuple(tensor.shape) != want:
         raise LoadError(f"internal: this rank's part of {name} is {list(tensor.shape)}, its model has {list(want)}")
+
+
+def _viewed(unit, reader: Reader, placement: Mapping[str, Device]) -> tuple[torch.Tensor, ...] | None:
+    """The unit's one source as a view of the file, where the loader would only copy it: no op, no cast, CPU target.
+
+    Most of a checkpoint is such renames (every LLaMA tensor but q/k/v), and a view costs no read and no memory
+    beyond the page cache, as transformers' own loading does. Anything else is read into owned memory.
+    """
+    if unit.ops or len(unit.sources) != 1 or unit.source_infos[0].dtype != unit.target_infos[0].dtype:
+        return None
+    where = placement[unit.targets[0]]
+    if where == "disk" or torch.device(where).type != "cpu":
+        return None
+    tensor = reader.view(unit.sources[0])
+    return None if tensor is None else (tensor,)
 
 
 def _check_complete(the_plan: Plan, model: nn.Module, written: list[str], offloaded=()) -> None:

@@ -56,6 +56,15 @@ class Reader(ABC):
         self.tensors_read += 1
         return tensor
 
+    def view(self, key: str) -> torch.Tensor | None:
+        """`key` as a CPU tensor backed by the file's mapping (copy-on-write), or None where the format has none.
+
+        For a tensor the loader would only copy (no op, no cast, CPU target) a view is the copy avoided: its pages
+        are the page cache's, read when first touched; writing to it (training) copies just the pages written.
+        Counted in `bytes_read` like a read. Unlike `read`, the result is not owned memory.
+        """
+        return None
+
     def _check(self, key: str) -> None:
         if key not in self._key_set():
             raise ReadError(f"{self.path} has no tensor {key!r}")

@@ -74,5 +74,20 @@ class SafetensorsReader(Reader):
         except SafetensorError as e:
             raise CorruptFileError(f"{self.path}: cannot read slice {index} of {key!r}: {e}") from e
 
+    def view(self, key: str) -> torch.Tensor | None:
+        self._check(key)
+        if getattr(self, "_mapped", None) is None:
+            # safetensors' default backend maps the file privately: tensors are views, writes are copy-on-write,
+            # and each view keeps the mapping alive after this reader is closed.
+            self._mapped = safe_open(self.path, framework="pt", device="cpu")
+        try:
+            tensor = self._mapped.get_tensor(key)
+        except SafetensorError as e:
+            raise CorruptFileError(f"{self.path}: cannot read tensor {key!r}: {e}") from e
+        self.bytes_read += tensor.nbytes
+        self.tensors_read += 1
+        return tensor
+
     def close(self) -> None:
         self._file = None  # type: ignore[assignment]
+        self._mapped = None

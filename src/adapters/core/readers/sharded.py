@@ -103,6 +103,16 @@ class ShardedReader(Reader):
     def _read_slice(self, key: str, index: tuple[slice, ...]) -> torch.Tensor:
         return self._owner[key]._read_slice(key, index)
 
+    def view(self, key: str) -> torch.Tensor | None:
+        self._check(key)
+        shard = self._owner[key]
+        before_bytes, before_reads = shard.bytes_read, shard.tensors_read
+        tensor = shard.view(key)
+        if tensor is not None:
+            self.bytes_read += shard.bytes_read - before_bytes
+            self.tensors_read += shard.tensors_read - before_reads
+        return tensor
+
     def close(self) -> None:
         for shard in self._shards.values():
             shard.close()
