@@ -174,3 +174,12 @@ def test_full_table_scales_partitioned_shapes_and_refuses_uneven_cuts():
         "Tiny: qkv of full shape [24, 4] cannot be cut into 3 equal chunks of segments [10, 7, 7] on dim 0\n"
         "  hint: every segment must be a multiple of the model-parallel size 3"
     )
+
+
+def test_a_sharding_outside_its_group_is_a_typed_error():
+    with pytest.raises(PartitionError) as info:
+        Sharding(ways=2, rank=2, partitions={})
+    assert str(info.value) == (
+        "Sharding(ways=2, rank=2): expected 1 <= ways and 0 <= rank < ways\n"
+        "  hint: ways is the model-parallel size and rank this process' model-parallel rank"
+    )

@@ -187,3 +187,15 @@ def test_state_tuning_file_errors(ckpt, tmp_path):
             load_state_tuning(file, model)
         separator = " " if name != "shape" else ""
         assert str(e.value) == f"{file}{separator}{message}"
+
+
+def test_tiny_builder_refuses_a_hidden_size_heads_cannot_split():
+    from adapters.core import SpecError
+    from adapters.fla.tiny import tiny_blinkdl_rwkv7
+
+    with pytest.raises(SpecError) as info:
+        tiny_blinkdl_rwkv7(hidden_size=96, head_size=64)
+    assert str(info.value) == (
+        "hidden_size 96 is not a multiple of head_size 64\n"
+        "  hint: RWKV-7 splits the hidden size into heads of head_size channels (64 in every released model)"
+    )

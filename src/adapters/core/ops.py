@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-from .errors import SpecError
+from .errors import AdapterError, SpecError
 from .partition import Partition, Pulled
 
 __all__ = [
@@ -51,7 +51,7 @@ class OpShapeError(ValueError):
     """An op cannot take these input shapes. The planner turns it into a `ShapeMismatchError` with context."""
 
 
-class OpValueError(ValueError):
+class OpValueError(AdapterError, ValueError):
     """An op's inputs have the right shapes but values it cannot honour (tied copies that differ)."""
 
 

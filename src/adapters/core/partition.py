@@ -146,7 +146,10 @@ class Sharding:
 
     def __post_init__(self) -> None:
         if self.ways < 1 or not 0 <= self.rank < self.ways:
-            raise ValueError(f"Sharding needs 0 <= rank < ways, got rank={self.rank}, ways={self.ways}")
+            raise PartitionError(
+                f"Sharding(ways={self.ways}, rank={self.rank}): expected 1 <= ways and 0 <= rank < ways\n"
+                "  hint: ways is the model-parallel size and rank this process' model-parallel rank"
+            )
 
     def of(self, key: str) -> Partition | None:
         return self.partitions.get(key)

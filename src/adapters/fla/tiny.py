@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from ..core.atomic import write_atomically
+from ..core.errors import SpecError
 
 __all__ = ["tiny_blinkdl_rwkv7", "write_tiny_blinkdl"]
 
@@ -70,7 +71,7 @@ def tiny_blinkdl_rwkv7(
         sd["blocks.0.att.r_k"].shape  # torch.Size([2, 64])
     """
     if hidden_size % head_size:
-        raise ValueError(
+        raise SpecError(
             f"hidden_size {hidden_size} is not a multiple of head_size {head_size}\n"
             "  hint: RWKV-7 splits the hidden size into heads of head_size channels (64 in every released model)"
         )
