@@ -128,7 +128,7 @@ def test_configs_sat_cannot_compute_are_refused(tmp_path, change, message):
         LLaMAModel.from_hf(tmp_path)
     assert str(info.value) == (
         f"{tmp_path / 'config.json'}: {message}, which SAT's LLaMAModel does not compute\n"
-        "  hint: SAT's LLaMA has no such option; loading would give wrong outputs, so it is refused"
+        "  hint: SAT's LLaMAModel has no such option; loading would give wrong outputs, so it is refused"
     )
 
 

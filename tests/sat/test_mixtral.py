@@ -80,5 +80,5 @@ def test_configs_sat_cannot_compute_are_refused(tmp_path, change, message):
         MixtralModel.from_hf(tmp_path)
     assert str(info.value) == (
         f"{tmp_path / 'config.json'}: {message}, which SAT's MixtralModel does not compute\n"
-        "  hint: SAT's Mixtral has no such option; loading would give wrong outputs, so it is refused"
+        "  hint: SAT's MixtralModel has no such option; loading would give wrong outputs, so it is refused"
     )

@@ -65,40 +65,51 @@ def llama_dims(ckpt: HFCheckpoint) -> dict[str, int]:
     return {"q_dim": heads * head_dim(ckpt), "kv_dim": kv_heads * head_dim(ckpt)}
 
 
+def refuse_unsupported(ckpt: HFCheckpoint, unsupported: dict[str, tuple[bool, str]], sat_class: str) -> None:
+    """Raise for the first config field whose check is true: ``field -> (bad, what it asks for)``."""
+    for field, (bad, what) in unsupported.items():
+        if bad:
+            raise HookError(
+                f"{ckpt.path / 'config.json'}: {field} asks for {what}, which SAT's {sat_class} does not compute\n"
+                f"  hint: SAT's {sat_class} has no such option; loading would give wrong outputs, so it is refused"
+            )
+
+
+def decoder_args(ckpt: HFCheckpoint, *, max_length: int, eps: float) -> dict:
+    """The SAT args every HF LLaMA-style decoder config translates the same way (defaults: the family's own)."""
+    heads = ckpt.require("num_attention_heads")
+    kv_heads = ckpt.get("num_key_value_heads") or heads
+    return {
+        "num_layers": ckpt.require("num_hidden_layers"),
+        "vocab_size": ckpt.require("vocab_size"),
+        "hidden_size": ckpt.require("hidden_size"),
+        "num_attention_heads": heads,
+        "num_multi_query_heads": 0 if kv_heads == heads else kv_heads,
+        "hidden_size_per_attention_head": head_dim(ckpt),
+        "inner_hidden_size": ckpt.require("intermediate_size"),
+        "max_sequence_length": ckpt.get("max_position_embeddings", max_length),
+        "layernorm_epsilon": ckpt.get("rms_norm_eps", eps),
+        "use_bias": False,
+        "layernorm_order": "pre",
+        "is_gated_mlp": True,
+        "bos_token_id": ckpt.get("bos_token_id") if ckpt.get("bos_token_id") is not None else 1,
+        "eos_token_id": _first(ckpt.get("eos_token_id"), 2),
+    }
+
+
 def llama_args(ckpt: HFCheckpoint) -> dict:
     """SAT `LLaMAModel` args from a ``LlamaConfig``; refuses what SAT's LLaMA cannot compute."""
-    unsupported = {
+    refuse_unsupported(ckpt, {
         "hidden_act": (ckpt.get("hidden_act", "silu") != "silu", "an activation other than silu"),
         "attention_bias": (bool(ckpt.get("attention_bias")), "q/k/v/o biases"),
         "mlp_bias": (bool(ckpt.get("mlp_bias")), "MLP biases"),
         "rope_parameters": (ckpt.rope_type() != "default", f"rope type {ckpt.rope_type()!r} (scaled RoPE)"),
+    }, "LLaMAModel")  # fmt: skip
+    pad = ckpt.get("pad_token_id")
+    return decoder_args(ckpt, max_length=2048, eps=1e-6) | {
+        "is_rotary_emb": True,
+        "pad_token_id": pad if pad is not None else -1,
     }
-    for field, (bad, what) in unsupported.items():
-        if bad:
-            raise HookError(
-                f"{ckpt.path / 'config.json'}: {field} asks for {what}, which SAT's LLaMAModel does not compute\n"
-                "  hint: SAT's LLaMA has no such option; loading would give wrong outputs, so it is refused"
-            )
-    heads = ckpt.require("num_attention_heads")
-    kv_heads = ckpt.get("num_key_value_heads") or heads
-    return dict(
-        num_layers=ckpt.require("num_hidden_layers"),
-        vocab_size=ckpt.require("vocab_size"),
-        hidden_size=ckpt.require("hidden_size"),
-        num_attention_heads=heads,
-        num_multi_query_heads=0 if kv_heads == heads else kv_heads,
-        hidden_size_per_attention_head=head_dim(ckpt),
-        inner_hidden_size=ckpt.require("intermediate_size"),
-        max_sequence_length=ckpt.get("max_position_embeddings", 2048),
-        layernorm_epsilon=ckpt.get("rms_norm_eps", 1e-6),
-        use_bias=False,
-        layernorm_order="pre",
-        is_rotary_emb=True,
-        is_gated_mlp=True,
-        bos_token_id=ckpt.get("bos_token_id") if ckpt.get("bos_token_id") is not None else 1,
-        eos_token_id=_first(ckpt.get("eos_token_id"), 2),
-        pad_token_id=ckpt.get("pad_token_id") if ckpt.get("pad_token_id") is not None else -1,
-    )
 
 
 def _first(value, default):

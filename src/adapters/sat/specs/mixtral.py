@@ -18,11 +18,11 @@ from the config.
 
 from __future__ import annotations
 
-from ...core import Concat, HookError, Spec, ignore, rule
+from ...core import Concat, Spec, ignore, rule
 from ..family import Family
 from ..hf_checkpoint import HFCheckpoint
 from ..rope import set_rotary_base
-from .llama import HEAD, TIED, head_dim, llama_dims
+from .llama import HEAD, TIED, decoder_args, head_dim, llama_dims, refuse_unsupported
 
 _H, _S = "model.layers.{layer}.", "transformer.layers.{layer}."
 _E0 = _H + "block_sparse_moe.experts.0."
@@ -69,43 +69,15 @@ def mixtral_spec(ckpt: HFCheckpoint, keys: frozenset[str]) -> Spec:
 def mixtral_args(ckpt: HFCheckpoint) -> dict:
     """SAT `MixtralModel` args from a ``MixtralConfig``; refuses what SAT's Mixtral cannot compute."""
     window = ckpt.get("sliding_window")
-    unsupported = {
+    refuse_unsupported(ckpt, {
         "hidden_act": (ckpt.get("hidden_act", "silu") != "silu", "an activation other than silu"),
         "rope_parameters": (ckpt.rope_type() != "default", f"rope type {ckpt.rope_type()!r} (scaled RoPE)"),
         "sliding_window": (window is not None, f"attention limited to the last {window} tokens"),
+    }, "MixtralModel")  # fmt: skip
+    return decoder_args(ckpt, max_length=4096, eps=1e-5) | {
+        "num_experts": ckpt.require("num_local_experts"),
+        "num_experts_per_tok": ckpt.require("num_experts_per_tok"),
     }
-    for field, (bad, what) in unsupported.items():
-        if bad:
-            raise HookError(
-                f"{ckpt.path / 'config.json'}: {field} asks for {what}, which SAT's MixtralModel does not compute\n"
-                "  hint: SAT's Mixtral has no such option; loading would give wrong outputs, so it is refused"
-            )
-    heads = ckpt.require("num_attention_heads")
-    kv_heads = ckpt.get("num_key_value_heads") or heads
-    return dict(
-        num_layers=ckpt.require("num_hidden_layers"),
-        vocab_size=ckpt.require("vocab_size"),
-        hidden_size=ckpt.require("hidden_size"),
-        num_attention_heads=heads,
-        num_multi_query_heads=0 if kv_heads == heads else kv_heads,
-        hidden_size_per_attention_head=head_dim(ckpt),
-        inner_hidden_size=ckpt.require("intermediate_size"),
-        num_experts=ckpt.require("num_local_experts"),
-        num_experts_per_tok=ckpt.require("num_experts_per_tok"),
-        max_sequence_length=ckpt.get("max_position_embeddings", 4096),
-        layernorm_epsilon=ckpt.get("rms_norm_eps", 1e-5),
-        use_bias=False,
-        layernorm_order="pre",
-        is_gated_mlp=True,
-        bos_token_id=ckpt.get("bos_token_id") if ckpt.get("bos_token_id") is not None else 1,
-        eos_token_id=_first(ckpt.get("eos_token_id"), 2),
-    )
-
-
-def _first(value, default):
-    if isinstance(value, list):
-        return value[0] if value else default
-    return default if value is None else value
 
 
 def mixtral_finish(model, ckpt: HFCheckpoint) -> None:
