@@ -156,17 +156,38 @@ def test_report_renders(tmp_path, toy_state, meta_toy, toy_config):
     assert len(report.rules) == len(TOY_SPEC.rules)
 
 
-def test_renamed_tensors_are_file_views_and_writes_never_reach_the_file(tmp_path, toy_state, meta_toy, toy_config):
+def _mapped_file(tensor: torch.Tensor) -> str:
+    """What /proc/self/maps names the mapping holding `tensor`'s bytes: a file's path, ``[heap]``, or ""."""
+    ptr = tensor.data_ptr()
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            if lo <= ptr < hi:
+                return fields[5].strip() if len(fields) == 6 else ""
+    return ""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads /proc/self/maps")
+@pytest.mark.parametrize("fmt", ["safetensors", "sharded", "pth"])
+def test_renamed_tensors_are_file_views_and_writes_never_reach_the_file(tmp_path, toy_state, meta_toy, toy_config, fmt):
     import hashlib
 
-    path = write_toy_checkpoint(tmp_path, toy_state, "safetensors")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    path = write_toy_checkpoint(tmp_path / "src", toy_state, fmt)
+
+    def digest():
+        return [hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted((tmp_path / "src").rglob("*"))]
+
+    before = digest()
     load(TOY_SPEC, path, meta_toy, dims=toy_dims(toy_config))
     head = meta_toy.head.weight  # a rename with no cast: a copy-on-write view of the file, no copy made
     assert torch.equal(head, toy_state["lm_head.weight"])
+    assert _mapped_file(head).startswith(str(tmp_path / "src"))
+    # q/k/v are concatenated once, straight from the file's pages, into memory the parameter owns.
+    assert not _mapped_file(meta_toy.layers[0].attn.qkv.weight).startswith("/")
     with torch.no_grad():
         head.add_(1.0)  # what an optimizer step does
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    assert digest() == before
     with open_source(path) as reader:
         assert torch.equal(reader.read("lm_head.weight"), toy_state["lm_head.weight"])
         assert torch.equal(reader.view("lm_head.weight"), toy_state["lm_head.weight"])

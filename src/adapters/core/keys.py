@@ -118,6 +118,8 @@ class KeyPattern:
         written without leading zeros) never starts with ``0``. That keeps ``experts.0.w`` and ``experts.{e+1}.w``
         apart, which is how a rule for the first item and a rule for the rest share one key family.
         """
+        if not _ends_agree(self.parts, other.parts):
+            return False
         return _intersects(_elements(self), _elements(other))
 
     def __str__(self) -> str:
@@ -129,6 +131,18 @@ class KeyPattern:
 # offset). A placeholder matches one or more digits. A state is (index, inside_digits).
 
 _Element = str | int
+
+
+def _ends_agree(a: tuple[str | Slot, ...], b: tuple[str | Slot, ...]) -> bool:
+    """Whether the literal texts before the first and after the last placeholder can begin / end the same key.
+
+    A cheap necessary condition: most pairs of rules in a spec differ there (``q_proj.weight`` / ``k_proj.weight``),
+    and checking every pair with the automaton below is the bulk of building a spec.
+    """
+    heads = [p[0] if isinstance(p[0], str) else "" for p in (a, b)]
+    tails = [p[-1] if isinstance(p[-1], str) else "" for p in (a, b)]
+    n, m = min(map(len, heads)), min(map(len, tails))
+    return heads[0][:n] == heads[1][:n] and (m == 0 or tails[0][-m:] == tails[1][-m:])
 
 
 def _elements(p: KeyPattern) -> tuple[_Element, ...]:

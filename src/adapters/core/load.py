@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from .errors import AdapterError, LoadError, NonFiniteError
 from .keys import summarize_keys
+from .ops import Concat
 from .partition import Sharding
 from .plan import Plan, plan
 from .readers.base import Reader
@@ -147,10 +148,12 @@ def materialize(
     try:
         for unit in the_plan.units:
             if sharding is None:
-                tensors = _viewed(unit, reader, placement) or tuple(reader.read(k) for k in unit.sources)
+                viewed = _viewed(unit, reader, placement)
+                copied = None if viewed or check_finite else _copied(unit, reader, placement)
+                tensors = viewed or copied or tuple(reader.read(k) for k in unit.sources)
                 if check_finite:
                     nonfinite += _nonfinite(unit.sources, tensors)
-                for op in unit.ops:
+                for op in () if copied else unit.ops:
                     tensors = op.apply(tensors)
             else:  # this rank's slices; what it never reads it cannot check, so the check names targets
                 tensors = sharding.run(unit, reader)
@@ -220,11 +223,44 @@ def _viewed(unit, reader: Reader, placement: Mapping[str, Device]) -> tuple[torc
     """
     if unit.ops or len(unit.sources) != 1 or unit.source_infos[0].dtype != unit.target_infos[0].dtype:
         return None
-    where = placement[unit.targets[0]]
-    if where == "disk" or torch.device(where).type != "cpu":
+    if not _on_cpu(placement[unit.targets[0]]):
         return None
     tensor = reader.view(unit.sources[0])
     return None if tensor is None else (tensor,)
+
+
+def _on_cpu(where: Device) -> bool:
+    return where != "disk" and torch.device(where).type == "cpu"
+
+
+def _copied(unit, reader: Reader, placement: Mapping[str, Device]) -> tuple[torch.Tensor, ...] | None:
+    """A concatenation (fused q/k/v) or a cast onto CPU, written once from file views into the target's memory.
+
+    Reading each source into memory of its own and then concatenating or casting copies every byte twice and
+    faults in twice the fresh pages; here each byte is copied once, straight from the page cache, and the pages
+    the copy touched are given back. None where the unit needs more (other ops) or the reader has no views.
+    """
+    if len(unit.targets) != 1 or not _on_cpu(placement[unit.targets[0]]):
+        return None
+    concat = unit.ops[0] if len(unit.ops) == 1 and isinstance(unit.ops[0], Concat) else None
+    if unit.ops and concat is None:
+        return None
+    views: list[torch.Tensor] = []
+    for key in unit.sources:
+        view = reader.view(key)
+        if view is None:  # a reader has views for every tensor or for none: only the first can be missing
+            return None
+        views.append(view)
+    info = unit.target_infos[0]
+    out = torch.empty(info.shape, dtype=info.dtype)
+    if concat is not None:
+        concat.out_shapes([tuple(v.shape) for v in views])  # the same checks as Concat.apply
+        torch.cat(views, dim=concat.dim, out=out)
+    else:
+        out.copy_(views[0])
+    for key, view in zip(unit.sources, views):
+        reader.release(key, view)
+    return (out,)
 
 
 def _check_complete(the_plan: Plan, model: nn.Module, written: list[str], offloaded=()) -> None:

@@ -65,6 +65,13 @@ class Reader(ABC):
         """
         return None
 
+    def release(self, key: str, view: torch.Tensor) -> None:  # noqa: B027 - optional hook, like close()
+        """Give back the pages of `view` (from `view(key)`) once the caller has copied what it needs from it.
+
+        A copy out of a mapping (a concatenation, a cast) touches its pages, and touched pages count towards the
+        RSS while the mapping lives. Only for views nobody has written to; readers without mappings do nothing.
+        """
+
     def _check(self, key: str) -> None:
         if key not in self._key_set():
             raise ReadError(f"{self.path} has no tensor {key!r}")

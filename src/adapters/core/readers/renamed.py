@@ -103,6 +103,23 @@ class RenamedReader(Reader):
             return self._read(key)[index].clone()
         return self.inner.read_slice(self._source[key], index)
 
+    def view(self, key: str) -> torch.Tensor | None:
+        self._check(key)
+        before_bytes, before_reads = self.inner.bytes_read, self.inner.tensors_read
+        tensor = self.inner.view(self._source[key])
+        shape = self._shapes.get(key)
+        if tensor is not None and shape is not None:
+            # A strided file tensor cannot be viewed in the new shape without a copy: then it is read instead.
+            tensor = tensor.view(shape) if tensor.is_contiguous() else None
+        if tensor is None:
+            return None
+        self.bytes_read += self.inner.bytes_read - before_bytes
+        self.tensors_read += self.inner.tensors_read - before_reads
+        return tensor
+
+    def release(self, key: str, view: torch.Tensor) -> None:
+        self.inner.release(self._source[key], view)
+
     def close(self) -> None:
         self.inner.close()
 

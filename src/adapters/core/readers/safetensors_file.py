@@ -8,6 +8,7 @@ from safetensors import SafetensorError, safe_open
 from ..errors import CorruptFileError
 from ..table import TensorInfo
 from .base import Reader
+from .pages import drop_pages
 
 __all__ = ["SafetensorsReader"]
 
@@ -87,6 +88,9 @@ class SafetensorsReader(Reader):
         self.bytes_read += tensor.nbytes
         self.tensors_read += 1
         return tensor
+
+    def release(self, key: str, view: torch.Tensor) -> None:
+        drop_pages(view)
 
     def close(self) -> None:
         self._file = None  # type: ignore[assignment]

@@ -113,6 +113,9 @@ class ShardedReader(Reader):
             self.tensors_read += shard.tensors_read - before_reads
         return tensor
 
+    def release(self, key: str, view: torch.Tensor) -> None:
+        self._owner[key].release(key, view)
+
     def close(self) -> None:
         for shard in self._shards.values():
             shard.close()

@@ -8,12 +8,9 @@ kept aside in `extras`.
 
 from __future__ import annotations
 
-import ctypes
-import mmap
 import pickle
 import re
 import struct
-import sys
 import zipfile
 from collections.abc import Mapping
 
@@ -22,6 +19,7 @@ import torch
 from ..errors import CorruptFileError, UnsafePickleError, UnsupportedFormatError
 from ..table import TensorInfo
 from .base import Reader
+from .pages import drop_pages
 
 __all__ = ["TorchReader"]
 
@@ -41,34 +39,6 @@ def _flatten(obj: object, prefix: str, tensors: dict[str, torch.Tensor], extras:
             _flatten(v, f"{prefix}.{i}" if prefix else str(i), tensors, extras)
     else:
         extras[prefix] = obj
-
-
-def _release(tensor: torch.Tensor) -> None:
-    """Drop the pages of `tensor`'s file mapping from this process (they stay in the page cache).
-
-    Pages of a file mapping count towards RSS once touched; without this, reading every tensor once would add
-    the whole checkpoint to the peak RSS on top of the model. The mapping is private and never written, so the
-    kernel simply refaults the pages from the file if they are needed again.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    storage = tensor.untyped_storage()
-    page = mmap.PAGESIZE
-    start = storage.data_ptr() // page * page
-    end = storage.data_ptr() + storage.nbytes()
-    if end > start:
-        _libc().madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), 4)  # MADV_DONTNEED
-
-
-_LIBC = None
-
-
-def _libc():
-    global _LIBC
-    if _LIBC is None:
-        _LIBC = ctypes.CDLL(None, use_errno=True)
-        _LIBC.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    return _LIBC
 
 
 def _is_zipfile(path: str) -> bool:
@@ -183,14 +153,24 @@ class TorchReader(Reader):
         try:
             return view.clone(memory_format=torch.contiguous_format)
         finally:
-            _release(view)
+            drop_pages(view)  # the copy is what the caller keeps; the mapped pages would only add to the RSS
 
     def _read_slice(self, key: str, index: tuple[slice, ...]) -> torch.Tensor:
         view = self._tensors[key]
         try:
             return view[index].clone(memory_format=torch.contiguous_format)
         finally:
-            _release(view)
+            drop_pages(view)
+
+    def view(self, key: str) -> torch.Tensor | None:
+        self._check(key)
+        tensor = self._tensors[key].detach()  # a new tensor object over the same private, copy-on-write mapping
+        self.bytes_read += tensor.nbytes
+        self.tensors_read += 1
+        return tensor
+
+    def release(self, key: str, view: torch.Tensor) -> None:
+        drop_pages(view)
 
     def close(self) -> None:
         self._tensors = {}
