@@ -135,8 +135,8 @@ def test_round_trip_is_bit_exact_and_runs_in_rwkv(tmp_path):
          "the device map names model.layrs.0, which RWKV7ForCausalLM does not have\n"
          "  hint: name modules such as model.embeddings, model.layers.0, model.norm, lm_head, or '' for the rest"),
         ((), {"device_map": "auto", "max_memory": {"cpu": 10_000}},
-         "device_map='auto' leaves the whole model to disk offload, which is not supported (max_memory: {'cpu': 10000})\n"
-         "  hint: allow more memory in max_memory, or load in a smaller dtype"),
+         "device_map='auto' leaves the whole model to disk offload, which needs an offload folder (max_memory: {'cpu': 10000})\n"
+         "  hint: pass offload_folder=, allow more memory in max_memory, or load in a smaller dtype"),
     ],
 )  # fmt: skip
 @pytest.mark.parametrize("cls", [RWKV7ForCausalLM, AutoModelForCausalLM])

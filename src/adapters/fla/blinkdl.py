@@ -73,6 +73,7 @@ def from_blinkdl(
     dtype: torch.dtype | None = None,
     device: Device | Mapping[str, Device] = "cpu",
     max_memory: Mapping[int | str, int | str] | None = None,
+    offload_folder: str | os.PathLike | None = None,
     progress: bool | None = None,
     check_finite: bool = False,
     **config_overrides,
@@ -83,18 +84,22 @@ def from_blinkdl(
         path: the ``.pth`` file (read lazily through a file mapping), or an open `Reader`.
         dtype: floating dtype of the model (default float32, like transformers' `from_pretrained`).
         device: where the weights go, each tensor placed there as it is read: one device; a device map (module
-            prefix → device, e.g. ``{"model.layers.0": 0, "": "cpu"}``); or ``"auto"``, ``"balanced"``,
-            ``"balanced_low_0"``, ``"sequential"``, for which accelerate plans the map from the model's size. With
-            a map, the model records it as ``hf_device_map``, and spans of several devices are dispatched with
-            accelerate's hooks, as transformers does.
+            prefix → device, e.g. ``{"model.layers.0": 0, "": "cpu"}``, with ``"disk"`` entries for offload); or
+            ``"auto"``, ``"balanced"``, ``"balanced_low_0"``, ``"sequential"``, for which accelerate plans the map
+            from the model's size. With a map, the model records it as ``hf_device_map``, and spans of several
+            devices (or disk) are dispatched with accelerate's hooks, as transformers does.
         max_memory: device → bytes (or "10GiB") for the planned strategies; accelerate's default is what is free.
+        offload_folder: where ``"disk"`` entries are written as they are read (accelerate's offload format: one
+            ``.dat`` per tensor and ``index.json``); their parameters stay on meta, and accelerate's hooks bring
+            them in for each forward. Needed when the map has disk entries.
         progress: tqdm bar; None shows it on a terminal only.
         check_finite: scan the weights for NaN/Inf and raise `NonFiniteError` naming them (off by default).
         config_overrides: `RWKV7Config` fields to set (e.g. ``fuse_norm=False``).
 
     Raises:
         HookError: the file is not final RWKV-7 x070 (the message names its generation), or `device` is not a
-            placement this loader can honour. Both are raised before any tensor is read.
+            placement this loader can honour (disk entries without `offload_folder` included). Both are raised
+            before any tensor is read.
     """
     from fla.models import RWKV7Config, RWKV7ForCausalLM
 
@@ -111,14 +116,16 @@ def from_blinkdl(
         with torch.device("meta"), no_init(), _without_fla_init():
             model = RWKV7ForCausalLM(config)
         dtype = dtype or torch.float32
+        folder = None if offload_folder is None else str(offload_folder)
         placement = plan_placement(model, device, max_memory=max_memory, dtype=dtype, no_split=_NO_SPLIT,
-                                   path=reader.path, disk=False, module_hint=_MODULE_HINT)  # fmt: skip
-        load(SPEC, source, model, device=placement, dtype=dtype, progress=progress, check_finite=check_finite)
+                                   path=reader.path, offload_folder=folder, module_hint=_MODULE_HINT)  # fmt: skip
+        load(SPEC, source, model, device=placement, dtype=dtype, progress=progress, check_finite=check_finite,
+             offload_folder=folder)  # fmt: skip
     finally:
         if reader is not path:
             reader.close()
     set_blinkdl_gnorm_eps(model)
-    dispatch(model, placement)
+    dispatch(model, placement, folder)
     return model.eval()
 
 

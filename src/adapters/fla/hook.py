@@ -74,7 +74,8 @@ def _wrap(cls: type) -> None:
 
 
 def _from_blinkdl(path: Path, args: tuple, kwargs: dict):
-    """`from_pretrained`'s arguments as `from_blinkdl`'s: dtype, device_map and max_memory; the rest is config."""
+    """`from_pretrained`'s arguments as `from_blinkdl`'s: dtype, device_map, max_memory and offload_folder; the rest
+    is config."""
     if args:
         raise HookError(
             f"{path}: from_pretrained got {len(args)} positional argument(s) after the path; a BlinkDL file "
@@ -87,5 +88,6 @@ def _from_blinkdl(path: Path, args: tuple, kwargs: dict):
         dtype=_dtype(torch_dtype if torch_dtype is not None else dtype, path),
         device="cpu" if device_map is None else device_map,
         max_memory=kwargs.pop("max_memory", None),
+        offload_folder=kwargs.pop("offload_folder", None),
         **kwargs,
     )

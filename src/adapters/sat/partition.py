@@ -9,12 +9,18 @@ SAT (``sat.mpu.layers``) shares three module types among the ranks of a model-pa
     VocabParallelEmbedding weight [V/N, H]: dim 0, one segment (SAT uses it for vocab_size >= 1000)
 
 Rank r of a segmented tensor holds chunk r of every segment, concatenated (`adapters.core.partition`).
+
+SAT's LoRA (``sat.model.finetune.lora2.LoraLinear``) wraps such a layer as ``original`` and adds per-segment
+matrices whose shapes follow the wrapped layer's local shape: over a ColumnParallelLinear each ``matrix_B.i``
+[rows of segment i / N, r] is cut on dim 0; over a RowParallelLinear ``matrix_A.0`` [r, in/N] is cut on dim 1;
+the other matrix is replicated.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 from argparse import Namespace
 
 from torch import nn
@@ -22,12 +28,16 @@ from torch import nn
 from ..core import HookError
 from ..core.partition import Partition, Sharding
 
-__all__ = ["prepare_parallel", "sat_sharding"]
+__all__ = ["prepare_parallel", "sat_partitions", "sat_sharding"]
 
 
 def _column(module, ways: int) -> Partition:
-    strides = [1] * module.stride if isinstance(module.stride, int) else list(module.stride)
-    full = module.weight.shape[0] * ways
+    return _cut(module.stride, module.weight.shape[0] * ways)
+
+
+def _cut(stride: int | list[int], full: int) -> Partition:
+    """A ColumnParallelLinear's `full` rows in segments of the ratio `stride` (an int: that many equal ones)."""
+    strides = [1] * stride if isinstance(stride, int) else list(stride)
     factor, rest = divmod(full, sum(strides))
     if rest:  # SAT asserts the same when it partitions a full weight
         raise HookError(f"a ColumnParallelLinear of {full} rows cannot be cut in the ratio {strides}")
@@ -53,6 +63,51 @@ def sat_sharding(model: nn.Module) -> Sharding:
         elif isinstance(module, VocabParallelEmbedding):
             parts[prefix + "weight"] = Partition(0, (module.weight.shape[0] * ways,))
     return Sharding(ways, rank, parts)
+
+
+def sat_partitions(model: nn.Module) -> dict[str, Partition]:
+    """How SAT cuts each partitioned tensor of `model` among model-parallel ranks, at full sizes.
+
+    Read off the module types and their full sizes (``output_size``, ``input_size``, ``num_embeddings``), so
+    `model` may be built (on meta) at any model-parallel size, and no model-parallel group need exist: the same
+    partitions describe a checkpoint written by N ranks for any N. Keys not named are replicated. Unlike
+    `sat_sharding`, this also covers the matrices of SAT's LoRA layers (see the module docstring).
+    """
+    from sat.mpu.layers import ColumnParallelLinear, RowParallelLinear, VocabParallelEmbedding
+
+    lora = _lora_class()
+    parts: dict[str, Partition] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        prefix = f"{name}." if name else ""
+        if isinstance(module, ColumnParallelLinear):
+            part = _cut(module.stride, module.output_size)
+            parts[prefix + "weight"] = part
+            if getattr(module, "bias", None) is not None and module.bias.numel():
+                parts[prefix + "bias"] = part
+        elif isinstance(module, RowParallelLinear):
+            parts[prefix + "weight"] = Partition(1, (module.input_size,))
+        elif isinstance(module, VocabParallelEmbedding):
+            parts[prefix + "weight"] = Partition(0, (module.num_embeddings,))
+        elif lora is not None and isinstance(module, lora):
+            parts |= _lora_parts(module, prefix, ColumnParallelLinear, RowParallelLinear)
+    return parts
+
+
+def _lora_class() -> type | None:
+    """SAT's `LoraLinear`, if its module was imported (a model can hold one only then); importing it warns."""
+    module = sys.modules.get("sat.model.finetune.lora2")
+    return None if module is None else module.LoraLinear
+
+
+def _lora_parts(module, prefix: str, column: type, row: type) -> dict[str, Partition]:
+    original = module.original
+    if isinstance(original, column):
+        # one matrix_B per segment (q, k, v), each cut like its segment
+        rows = _cut(original.stride, original.output_size).segments
+        return {f"{prefix}matrix_B.{i}": Partition(0, (size,)) for i, size in enumerate(rows)}
+    if isinstance(original, row):
+        return {f"{prefix}matrix_A.{i}": Partition(1, (original.input_size,)) for i in range(len(module.matrix_A))}
+    return {}
 
 
 def _world_size() -> int:
@@ -101,12 +156,24 @@ def prepare_parallel(args: Namespace, where: str) -> None:
 
 
 def _shared_sizes(args: Namespace) -> list[tuple[str, int]]:
-    """The sizes SAT's parallel layers divide by the model-parallel size, as (args field, value)."""
-    sizes = [("num_attention_heads", int(args.num_attention_heads))]
-    if getattr(args, "num_multi_query_heads", 0):
-        sizes.append(("num_multi_query_heads", int(args.num_multi_query_heads)))
-    inner = getattr(args, "inner_hidden_size", None)
-    sizes.append(("inner_hidden_size", int(inner)) if inner else ("4 * hidden_size", 4 * int(args.hidden_size)))
-    if int(getattr(args, "vocab_size", 0)) >= 1000:  # below, SAT keeps a plain (replicated) nn.Embedding
-        sizes.append(("vocab_size", int(args.vocab_size)))
+    """The sizes SAT's parallel layers divide by the model-parallel size, as (args field, value): the model's, and
+    those of a vision tower that is a SAT model itself (CogVLM's ``eva_args``: SAT builds it with the same size)."""
+    sizes = _model_sizes(vars(args), "")
+    tower = getattr(args, "eva_args", None)
+    if isinstance(tower, dict) and tower:
+        sizes += _model_sizes(tower, "eva_args.")
+    return sizes
+
+
+def _model_sizes(fields: dict, prefix: str) -> list[tuple[str, int]]:
+    sizes = [(prefix + "num_attention_heads", int(fields["num_attention_heads"]))]
+    if fields.get("num_multi_query_heads"):
+        sizes.append((prefix + "num_multi_query_heads", int(fields["num_multi_query_heads"])))
+    inner = fields.get("inner_hidden_size")
+    if inner:
+        sizes.append((prefix + "inner_hidden_size", int(inner)))
+    else:
+        sizes.append((f"4 * {prefix}hidden_size", 4 * int(fields["hidden_size"])))
+    if int(fields.get("vocab_size") or 0) >= 1000:  # below, SAT keeps a plain (replicated) nn.Embedding
+        sizes.append((prefix + "vocab_size", int(fields["vocab_size"])))
     return sizes

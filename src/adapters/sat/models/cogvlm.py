@@ -21,6 +21,9 @@ with a ``vision_`` prefix (``vision_image`` ``[B, 3, S, S]``, ``vision_input_ids
 one, ``eoi`` the one after (`sat_inputs_from_token_types` builds all three from HF ``token_type_ids``). A forward on
 one token (cached generation) uses neither image nor masks.
 
+Model parallel: as in the repository, the GLU projector and ``boi``/``eoi`` are plain modules that every rank holds
+whole; the tower is a SAT model, cut like any (`.eva_clip`), and the vision experts like the layers (`.mixins`).
+
 For CogAgent: `ImageMixin.encode_image` is the hook for features added before the projector, and
 `CogVLMModel.image_mixin_class` the one for another image mixin.
 """

@@ -17,6 +17,11 @@ Tower layout (state-dict names under the host's ``mixins.eva.vit_model.``), ``Hv
     transformer.position_embeddings.weight    [1 + N, Hv]   CLS first, then patches row by row
     transformer.layers.{j}.{input_layernorm, attention.query_key_value (rows [Q; K; V]), attention.dense,
                             post_attention_layernorm, mlp.dense_h_to_4h, mlp.dense_4h_to_h}.{weight, bias}
+
+Model parallel (``model_parallel_size`` copied from the host's args): the tower's layers are SAT's parallel layers,
+``query_key_value`` (stride 3) and ``mlp.dense_h_to_4h`` cut by rows with their biases, ``attention.dense`` and
+``mlp.dense_4h_to_h`` by columns with their biases whole (``row_parallel_linear_final_bias=False``: each rank adds
+its share of the bias before the all-reduce). Every rank holds the patch embedding, CLS and position tables whole.
 """
 
 from __future__ import annotations

@@ -17,6 +17,12 @@ layer with a vision expert, ``l`` any layer)::
     mixins.mlp.vision_dense_4h_to_h_list.{i}.weight         [H, I]    down
 
 The MLP of either expert is ``down(silu(gate(x)) * up(x))``; neither expert has biases.
+
+Model parallel (N ranks), as in the repository: every weight above is a SAT parallel layer, cut like the layer's
+own. ``vision_query_key_value`` is column-parallel with stride 3 (rank r holds its heads of Q, of K and of V:
+``[3H/N, H]``), ``gate_proj``/``vision_gate_proj``/``vision_dense_h_to_4h`` are column-parallel (``[I/N, H]``),
+``vision_dense``/``vision_dense_4h_to_h`` row-parallel (``[H, H/N]``, ``[H, I/N]``). Routing by token happens on
+the local shards; the row-parallel layers' all-reduce then sums the ranks' parts, as for the language expert.
 """
 
 from __future__ import annotations
