@@ -103,14 +103,14 @@ def test_convert_refusals(capsys, hf, pth, tmp_path):
         and data["error"] == "CLIError"
         and data["message"]
         == (
-            f"{hf}: --to hf is not yet supported: SAT->HF export is its own issue\n"
-            "  hint: load HF checkpoints directly with from_hf (no conversion needed); SAT models export later"
+            f"{hf} is a hf checkpoint; it cannot be converted --to hf\n"
+            "  hint: conversions are HF folder --to sat, SAT folder --to hf, BlinkDL .pth --to fla, FLA folder --to blinkdl"
         )
     )
     code, data = run_json(capsys, "convert", pth, "--to", "sat", tmp_path / "x")
     assert code == 1 and data["message"] == (
         f"{pth} is a blinkdl checkpoint; it cannot be converted --to sat\n"
-        "  hint: conversions are HF folder --to sat, BlinkDL .pth --to fla, FLA folder --to blinkdl"
+        "  hint: conversions are HF folder --to sat, SAT folder --to hf, BlinkDL .pth --to fla, FLA folder --to blinkdl"
     )
     (tmp_path / "taken").mkdir()
     code, data = run_json(capsys, "convert", pth, "--to", "fla", tmp_path / "taken")

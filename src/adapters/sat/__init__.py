@@ -9,14 +9,18 @@ import os
 os.environ.setdefault("SAT_LOGLEVEL", "ERROR")  # SAT warns "DeepSpeed Not Installed" on every import
 
 from .cpu import install_cpu_fallbacks
+from .export_hf import save_hf
 from .from_hf import family_of, from_hf
 from .hf_checkpoint import HFCheckpoint, is_hf_checkpoint, resolve_hf
 from .hook import install_hook
 from .models import CogAgentModel, CogVLMModel
+from .sat_checkpoint import SatCheckpoint, is_sat_checkpoint, load_sat, resolve_sat
+from .sat_reader import SatReader
 from .specs import FAMILIES
 
 install_cpu_fallbacks()
 install_hook()
 
 __all__ = ["FAMILIES", "HFCheckpoint", "family_of", "from_hf", "install_cpu_fallbacks", "install_hook",
-           "is_hf_checkpoint", "resolve_hf", "CogVLMModel", "CogAgentModel"]  # fmt: skip
+           "is_hf_checkpoint", "resolve_hf", "save_hf", "CogVLMModel", "CogAgentModel"]  # fmt: skip
+__all__ += ["SatCheckpoint", "SatReader", "is_sat_checkpoint", "load_sat", "resolve_sat"]

@@ -7,6 +7,7 @@ itself stays a table; the callables here are the few places a config decides som
 from __future__ import annotations
 
 import importlib
+from argparse import Namespace
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from torch import nn
 
 from ..core import HookError, Spec
 from .hf_checkpoint import HFCheckpoint
+from .hf_config import HFLayout
 
 __all__ = ["Family", "find_family"]
 
@@ -40,6 +42,9 @@ class Family:
             MRO has one of these names is accepted; the plan still checks every parameter name and shape.
         prepare: adjusts the freshly built model (still on meta) before loading, e.g. drops a head mixin.
         finish: fixes the loaded model where SAT hard-codes something the config says otherwise (rope base).
+        hf_config: the way back, for `save_hf`: ``(model, args, recorded config or None)`` → `HFLayout`, the HF
+            ``config.json`` that builds this model, the key names that steer `spec`, and tensors only HF stores.
+            None: the family cannot be exported.
     """
 
     name: str
@@ -53,6 +58,7 @@ class Family:
     finish: Callable[[nn.Module, HFCheckpoint], None] | None = None
     architectures: tuple[str, ...] = ()
     compatible_class_names: tuple[str, ...] = ()
+    hf_config: Callable[[nn.Module, Namespace, Mapping[str, Any] | None], HFLayout] | None = None
 
     def load_class(self) -> type:
         module, _, name = self.sat_class.rpartition(".")

@@ -112,7 +112,9 @@ def from_hf(
             family.prepare(model, ckpt, keys)
         # Model parallel: this rank's model holds its partitions only, and it reads only the slices they need.
         sharding = sat_sharding(model) if args.model_parallel_size != 1 else None
-        placement = device if device_map is None else _plan_map(model, device_map, max_memory, offload_folder, dtype, ckpt)
+        placement = (
+            device if device_map is None else _plan_map(model, device_map, max_memory, offload_folder, dtype, ckpt)
+        )
         report = load(spec, reader, model, dims=family.dims(ckpt), device=placement, dtype=dtype, progress=progress,
                       check_finite=check_finite, sharding=sharding, offload_folder=offload_folder)  # fmt: skip
     finally:
@@ -124,6 +126,8 @@ def from_hf(
     if device_map is not None:
         dispatch(model, placement, offload_folder)  # buffers move with their module; hooks for spanning maps
     model.adapters_load_report = report
+    model.adapters_family = family.name  # what save_hf exports it as, and the config fields SAT args do not hold
+    model.adapters_hf_config = dict(ckpt.config)
     return model, args
 
 

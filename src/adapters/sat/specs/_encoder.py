@@ -21,14 +21,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from ...core import Concat, HookError, Ignore, KeyPattern, Rule, Spec, ignore, open_source, rule
 from ...core.ops import Duplicate
 from ..headless import drop_head
 from ..hf_checkpoint import HFCheckpoint
+from ..hf_config import HFLayout, start, tied
 
-__all__ = ["Encoder", "FileLayout", "encoder_args", "encoder_finish", "encoder_prepare", "encoder_spec", "layout_of"]
+__all__ = [
+    "Encoder",
+    "FileLayout",
+    "encoder_args",
+    "encoder_finish",
+    "encoder_hf_config",
+    "encoder_prepare",
+    "encoder_spec",
+    "layout_of",
+]
 
 HEAD_MIXIN = "bert-final"  # the MLM head mixin SAT's BertModel and RobertaModel add
 _NO_TYPES = "token types: the SAT class has no type table, and this one is all zeros (checked before loading)"
@@ -214,3 +225,28 @@ def encoder_finish(model: nn.Module, ckpt: HFCheckpoint) -> None:
     """SAT builds the head's LayerNorm with eps 1e-5; HF uses the config's ``layer_norm_eps`` (1e-12 for BERT)."""
     if HEAD_MIXIN in model.mixins:
         model.mixins[HEAD_MIXIN].lm_head.layer_norm.eps = float(ckpt.get("layer_norm_eps", 1e-12))
+
+
+def encoder_hf_config(
+    enc: Encoder, model: nn.Module, args, recorded: dict | None, *, model_type: str, classes: tuple[str, str], **fields
+) -> HFLayout:
+    """`encoder_args` backwards (plus the family's `fields`). With SAT's MLM head: the task model `classes[0]`'s
+    layout (prefix, head, the decoder stored only when untied); without: the base model `classes[1]`'s. A type table
+    SAT does not hold is written as the zeros it dropped."""
+    has_head = HEAD_MIXIN in model.mixins
+    words = "transformer.word_embeddings.weight"
+    is_tied = has_head and tied(model, words, "mixins.bert-final.lm_head.decoder.weight", recorded, default=True)
+    config = start(recorded, model_type=model_type, hidden_act="gelu")
+    config.update(architectures=[classes[0 if has_head else 1]], num_hidden_layers=args.num_layers, vocab_size=args.vocab_size,
+                  hidden_size=args.hidden_size, num_attention_heads=args.num_attention_heads,
+                  intermediate_size=args.inner_hidden_size, max_position_embeddings=args.max_sequence_length,
+                  layer_norm_eps=args.layernorm_epsilon, tie_word_embeddings=is_tied or not has_head, **fields)  # fmt: skip
+    p = enc.prefix if has_head else ""
+    keys = {p + "embeddings.word_embeddings.weight"}
+    if has_head:
+        keys |= {f"{enc.head_dense}.weight"} | (set() if is_tied else {f"{enc.head_decoder}.weight"})
+    extra = {}
+    if enc.type_target is None:
+        types = config.setdefault("type_vocab_size", 1)
+        extra[p + "embeddings.token_type_embeddings.weight"] = torch.zeros(types, args.hidden_size)
+    return HFLayout(config, frozenset(keys), extra)

@@ -26,11 +26,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from ...core import BlockPermute, HookError, Op, RotaryPermute, Rule, Spec, Split, ignore, rule
 from ...core.ops import OnParts
 from ..hf_checkpoint import CONFIG, HFCheckpoint
+from ..hf_config import HFLayout, keep, rotary, start
 from ..rope import set_rotary_base
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "set_rope",
     "thudm_args",
     "thudm_dims",
+    "thudm_hf_config",
     "thudm_spec",
 ]
 
@@ -207,3 +210,46 @@ def set_rope(model: nn.Module, ckpt: HFCheckpoint, base: float, rotary_dim: int)
             f"{ckpt.path}: {type(model).__name__} has no single FastRotaryEmbedding to set the RoPE base on\n"
             "  hint: the SAT class is not one of the ChatGLM2/3/4 models this mapping targets"
         )
+
+
+# The remote code of ChatGLM2/3/GLM-4 (``modeling_chatglm.py``): what a config.json names, as THUDM's releases do.
+THUDM_AUTO_MAP = {
+    "AutoConfig": "configuration_chatglm.ChatGLMConfig",
+    "AutoModel": "modeling_chatglm.ChatGLMForConditionalGeneration",
+    "AutoModelForCausalLM": "modeling_chatglm.ChatGLMForConditionalGeneration",
+    "AutoModelForSeq2SeqLM": "modeling_chatglm.ChatGLMForConditionalGeneration",
+}
+THUDM_REPOS = {"chatglm2": "THUDM/chatglm2-6b", "chatglm3": "THUDM/chatglm3-6b", "glm4": "THUDM/glm-4-9b-chat",
+               "glm4v": "THUDM/glm-4v-9b"}  # fmt: skip
+
+
+def inv_freq(rotary_dim: int) -> torch.Tensor:
+    """The ``inv_freq`` buffer THUDM's ``RotaryEmbedding(rotary_dim)`` saves (base 10000, whatever rope_ratio)."""
+    return 1.0 / 10000 ** (torch.arange(0, rotary_dim, 2).float() / rotary_dim)
+
+
+def thudm_hf_config(model: nn.Module, args, recorded: dict | None, release: str) -> HFLayout:
+    """`thudm_args` backwards: a ChatGLM2/3/GLM-4 remote-code config.json, and the ``inv_freq`` buffer it saves.
+
+    ``rope_ratio`` is the model's RoPE base over 10000 (ChatGLM2: 1). A config from no release gets the release's
+    ``_name_or_path``, which is how `release` tells ChatGLM2 from ChatGLM3 when it is read back.
+    """
+    heads = args.num_attention_heads
+    hd = args.hidden_size_per_attention_head or args.hidden_size // heads
+    groups = args.num_multi_query_heads or heads
+    config = start(recorded, model_type="chatglm", architectures=["ChatGLMModel"], auto_map=THUDM_AUTO_MAP,
+                   _name_or_path=THUDM_REPOS[release], multi_query_attention=True, rmsnorm=True,
+                   add_bias_linear=False, post_layer_norm=True, apply_residual_connection_post_layernorm=False,
+                   original_rope=True, tie_word_embeddings=False)  # fmt: skip
+    config.update(num_layers=args.num_layers, padded_vocab_size=args.vocab_size, hidden_size=args.hidden_size,
+                  num_attention_heads=heads, kv_channels=hd, ffn_hidden_size=args.inner_hidden_size,
+                  seq_length=args.max_sequence_length, layernorm_epsilon=args.layernorm_epsilon,
+                  add_qkv_bias=bool(getattr(args, "use_qkv_bias", False)), multi_query_group_num=groups)  # fmt: skip
+    if groups != heads:
+        config["multi_query_attention"] = True
+    ratio = 1.0 if release == "chatglm2" else rotary(model)[0] / 10000.0
+    if ratio != 1 or "rope_ratio" in config:
+        config["rope_ratio"] = keep(recorded, "rope_ratio", ratio, lambda v: float(v or 1))
+    if "num_hidden_layers" in config:  # glm-4-9b-chat's config.json writes both
+        config["num_hidden_layers"] = args.num_layers
+    return HFLayout(config, extra={"transformer.rotary_pos_emb.inv_freq": inv_freq(hd // 2)})

@@ -14,7 +14,7 @@ from torch import nn
 from ...core import ignore
 from ..family import Family
 from ..hf_checkpoint import HFCheckpoint
-from ._encoder import Encoder, encoder_args, encoder_finish, encoder_prepare, encoder_spec
+from ._encoder import Encoder, encoder_args, encoder_finish, encoder_hf_config, encoder_prepare, encoder_spec
 
 BERT = Encoder(
     name="hf-bert->sat-bert",
@@ -45,6 +45,13 @@ def bert_prepare(model: nn.Module, ckpt: HFCheckpoint, keys: frozenset[str]) -> 
     encoder_prepare(BERT, model, ckpt, keys)
 
 
+def bert_hf_config(model: nn.Module, args, recorded: dict | None):
+    classes = ("BertForMaskedLM", "BertModel")
+    return encoder_hf_config(
+        BERT, model, args, recorded, model_type="bert", classes=classes, type_vocab_size=args.num_types
+    )
+
+
 FAMILY = Family(
     name="bert",
     model_types=("bert",),
@@ -53,4 +60,5 @@ FAMILY = Family(
     spec=bert_spec,
     prepare=bert_prepare,
     finish=encoder_finish,
+    hf_config=bert_hf_config,
 )

@@ -13,7 +13,8 @@ from ...core import Spec, ignore, rule
 from ...core.ops import Duplicate
 from ..family import Family
 from ..hf_checkpoint import HFCheckpoint
-from ._glm import PER_HEAD_TO_GLOBAL, config_error, refuse_unsupported, release, released_as
+from ..hf_config import HFLayout, keep, start
+from ._glm import PER_HEAD_TO_GLOBAL, config_error, inv_freq, refuse_unsupported, release, released_as
 
 CLASS = "ChatGLMModel"
 _L = "transformer.layers.{layer}."
@@ -92,6 +93,30 @@ def chatglm_args(ckpt: HFCheckpoint) -> dict:
     )
 
 
+AUTO_MAP = {
+    "AutoConfig": "configuration_chatglm.ChatGLMConfig",
+    "AutoModel": "modeling_chatglm.ChatGLMForConditionalGeneration",
+    "AutoModelForSeq2SeqLM": "modeling_chatglm.ChatGLMForConditionalGeneration",
+}
+_IDS = {"bos_token_id": 130004, "mask_token_id": 130000, "gmask_token_id": 130001, "pad_token_id": 3}
+
+
+def chatglm_hf_config(model, args, recorded: dict | None) -> HFLayout:
+    """`chatglm_args` backwards: chatglm-6b's config.json; the head stored as the release stores it, and the
+    per-layer ``inv_freq`` the remote code saves (2-D RoPE: a quarter of each head per position kind)."""
+    config = start(recorded, model_type="chatglm", architectures=["ChatGLMModel"], auto_map=AUTO_MAP,
+                   _name_or_path="THUDM/chatglm-6b", position_encoding_2d=True)  # fmt: skip
+    config.update(num_layers=args.num_layers, vocab_size=args.vocab_size, hidden_size=args.hidden_size,
+                  num_attention_heads=args.num_attention_heads, inner_hidden_size=args.inner_hidden_size,
+                  max_sequence_length=args.max_sequence_length, layernorm_epsilon=args.layernorm_epsilon)  # fmt: skip
+    for name, default in _IDS.items():
+        value = getattr(args, name, None)
+        config[name] = keep(recorded, name, default if value is None else value)
+    freq = inv_freq(args.hidden_size // args.num_attention_heads // 2)
+    extra = {f"transformer.layers.{i}.attention.rotary_emb.inv_freq": freq.clone() for i in range(args.num_layers)}
+    return HFLayout(config, frozenset({"lm_head.weight"}), extra)
+
+
 FAMILY = Family(
     name="chatglm",
     model_types=("chatglm",),
@@ -100,4 +125,5 @@ FAMILY = Family(
     spec=chatglm_spec,
     dims=chatglm_dims,
     accepts=released_as("chatglm"),
+    hf_config=chatglm_hf_config,
 )

@@ -21,6 +21,7 @@ from ._glm import (
     set_rope,
     thudm_args,
     thudm_dims,
+    thudm_hf_config,
     thudm_spec,
 )
 
@@ -48,6 +49,10 @@ def chatglm2_finish(model, ckpt: HFCheckpoint) -> None:
     set_rope(model, ckpt, 10000.0, thudm_dims(ckpt)["rotary_dim"])
 
 
+def chatglm2_hf_config(model, args, recorded: dict | None):
+    return thudm_hf_config(model, args, recorded, "chatglm2")
+
+
 FAMILY = Family(
     name="chatglm2",
     model_types=("chatglm",),
@@ -57,4 +62,5 @@ FAMILY = Family(
     dims=thudm_dims,
     accepts=released_as("chatglm2"),
     finish=chatglm2_finish,
+    hf_config=chatglm2_hf_config,
 )

@@ -21,6 +21,7 @@ from ._glm import (
     set_rope,
     thudm_args,
     thudm_dims,
+    thudm_hf_config,
     thudm_spec,
 )
 
@@ -53,6 +54,10 @@ def chatglm3_finish(model, ckpt: HFCheckpoint) -> None:
     set_rope(model, ckpt, 10000.0 * rope_ratio(ckpt), thudm_dims(ckpt)["rotary_dim"])
 
 
+def chatglm3_hf_config(model, args, recorded: dict | None):
+    return thudm_hf_config(model, args, recorded, "chatglm3")
+
+
 FAMILY = Family(
     name="chatglm3",
     model_types=("chatglm",),
@@ -62,4 +67,5 @@ FAMILY = Family(
     dims=thudm_dims,
     accepts=released_as("chatglm3"),
     finish=chatglm3_finish,
+    hf_config=chatglm3_hf_config,
 )

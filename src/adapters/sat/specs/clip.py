@@ -21,7 +21,8 @@ from __future__ import annotations
 from ...core import Concat, HookError, Reshape, Rule, Spec, ignore, rule
 from ..family import Family
 from ..hf_checkpoint import HFCheckpoint
-from .vit import linear_rules
+from ..hf_config import HFLayout, start
+from .vit import hf_image_size, linear_rules
 
 _V, _T = "vision_model.", "text_model."
 _IMAGE, _TEXT = "image_encoder.", "text_encoder."
@@ -151,6 +152,24 @@ def clip_dims(ckpt: HFCheckpoint) -> dict[str, int]:
     }
 
 
+def clip_hf_config(model, args, recorded: dict | None) -> HFLayout:
+    """`clip_args` backwards: a ``CLIPModel`` config, both towers QuickGELU with the one LayerNorm eps."""
+    recorded = recorded or {}
+    shared = {"hidden_act": "quick_gelu", "layer_norm_eps": args.layernorm_epsilon}
+    vision = start(recorded.get("vision_config"))
+    vision.update(shared, num_hidden_layers=args.num_layers, hidden_size=args.hidden_size,
+                  num_attention_heads=args.num_attention_heads, intermediate_size=args.inner_hidden_size,
+                  image_size=hf_image_size(args.image_size), patch_size=args.patch_size, num_channels=args.in_channels)  # fmt: skip
+    text = start(recorded.get("text_config"))
+    text.update(shared, num_hidden_layers=args.text_num_layers, hidden_size=args.text_hidden_size,
+                num_attention_heads=args.text_num_attention_heads, intermediate_size=args.text_inner_hidden_size,
+                vocab_size=args.text_vocab_size, max_position_embeddings=args.text_max_sequence_length)  # fmt: skip
+    config = start(recorded, model_type="clip", architectures=["CLIPModel"])
+    config.update(projection_dim=args.projection_dim, logit_scale_init_value=args.logit_scale_init_value,
+                  vision_config=vision, text_config=text)  # fmt: skip
+    return HFLayout(config)
+
+
 FAMILY = Family(
     name="clip",
     model_types=("clip",),
@@ -158,4 +177,5 @@ FAMILY = Family(
     args=clip_args,
     spec=clip_spec,
     dims=clip_dims,
+    hf_config=clip_hf_config,
 )

@@ -27,7 +27,8 @@ from __future__ import annotations
 from ...core import HookError, Spec, ignore, rule
 from ..family import Family
 from ..hf_checkpoint import CONFIG, HFCheckpoint
-from .cogvlm import VISION_EXPERT_LAYERS, cogvlm_args, cogvlm_spec
+from ..hf_config import HFLayout, tensor
+from .cogvlm import VISION_EXPERT_LAYERS, cogvlm_args, cogvlm_hf_config, cogvlm_spec
 from .vit import linear_rules
 
 CLASS = "CogAgentModel"
@@ -148,6 +149,29 @@ def cogagent_args(ckpt: HFCheckpoint) -> dict:
     return args
 
 
+AUTO_MAP = {"AutoConfig": "configuration_cogagent.CogAgentConfig",
+            "AutoModelForCausalLM": "modeling_cogagent.CogAgentForCausalLM"}  # fmt: skip
+
+
+def cogagent_hf_config(model, args, recorded: dict | None) -> HFLayout:
+    """`cogagent_args` backwards: CogVLM's config plus the ``cross_*`` fields; the cross tower's RoPE tables, which
+    the remote code saves, are written from the SAT tower's (computed the same way at construction)."""
+    layout = cogvlm_hf_config(model, args, recorded, architecture="CogAgentForCausalLM", auto_map=AUTO_MAP)
+    config = dict(layout.config)
+    heads = args.num_attention_heads
+    config.update(cross_image_size=args.cross_image_pix, cross_hidden_size=args.cross_attn_hidden_size,
+                  cross_compute_hidden_size=args.cross_hidden_size_per_attention_head * heads)  # fmt: skip
+    cross = {hf: args.cross_eva_args[sat] for hf, sat in CROSS_FIELDS.items() if sat in (args.cross_eva_args or {})}
+    config.pop("cross_vision_config", None)
+    if cross:
+        config["cross_vision_config"] = cross
+    template = getattr(args, "text_processor_version", None)
+    if template in PROMPT_VERSIONS:
+        config["template_version"] = template
+    extra = {_X + f"rope.freqs_{part}": tensor(model, _E + f"rope.freqs_{part}") for part in ("cos", "sin")}
+    return HFLayout(config, layout.keys, extra)
+
+
 FAMILY = Family(
     name="cogagent",
     model_types=("cogagent",),
@@ -156,4 +180,5 @@ FAMILY = Family(
     compatible_class_names=(CLASS,),
     args=cogagent_args,
     spec=cogagent_spec,
+    hf_config=cogagent_hf_config,
 )

@@ -27,7 +27,8 @@ from ...core import HookError, Spec, ignore, rule
 from ...core.ops import Duplicate
 from ..family import Family
 from ..hf_checkpoint import CONFIG, HFCheckpoint
-from .vit import linear_rules
+from ..hf_config import HFLayout, keep, start, tied
+from .vit import hf_image_size, linear_rules
 
 CLASS = "CogVLMModel"
 VISION_EXPERT_LAYERS = 32  # as adapters.sat.models.cogvlm (not imported here: listing families imports no SAT)
@@ -209,6 +210,43 @@ def _or(value, default):
     return default if value is None else value
 
 
+AUTO_MAP = {
+    "AutoConfig": "configuration_cogvlm.CogVLMConfig",
+    "AutoModelForCausalLM": "modeling_cogvlm.CogVLMForCausalLM",
+}
+
+
+def vision_config(args, recorded: dict | None) -> dict:
+    """``eva_args`` backwards: the remote code's ``vision_config``."""
+    eva = args.eva_args
+    image, patch = hf_image_size(eva["image_size"]), eva["patch_size"]
+    config = start((recorded or {}).get("vision_config"), dropout_prob=0.0)
+    config.update(hidden_act="gelu", in_channels=eva.get("in_channels", 3), num_hidden_layers=eva["num_layers"],
+                  hidden_size=eva["hidden_size"], num_heads=eva["num_attention_heads"], patch_size=patch,
+                  intermediate_size=eva["inner_hidden_size"], layer_norm_eps=eva["layernorm_epsilon"],
+                  image_size=image, num_positions=(image // patch) ** 2 + 1)  # fmt: skip
+    return config
+
+
+def cogvlm_hf_config(model, args, recorded: dict | None, *, architecture: str = "CogVLMForCausalLM",
+                     auto_map: dict = AUTO_MAP) -> HFLayout:  # fmt: skip
+    """`cogvlm_args` backwards: the remote code's config.json (no ``model_type``, as THUDM's), the head stored."""
+    is_tied = tied(model, "transformer.word_embeddings.weight", "mixins.lm.lm_head.weight", recorded, default=False)
+    config = start(recorded, architectures=[architecture], auto_map=auto_map, hidden_act="silu")
+    config.update(num_hidden_layers=args.num_layers, vocab_size=args.vocab_size, hidden_size=args.hidden_size,
+                  num_attention_heads=args.num_attention_heads, intermediate_size=args.inner_hidden_size,
+                  max_position_embeddings=args.max_sequence_length, rms_norm_eps=args.layernorm_epsilon,
+                  tie_word_embeddings=is_tied, vision_config=vision_config(args, recorded))  # fmt: skip
+    for name, default in (("bos_token_id", 1), ("eos_token_id", 2), ("pad_token_id", 0)):
+        value = getattr(args, name, None)
+        config[name] = keep(recorded, name, default if value is None or value < 0 else value)
+    prompts = {sat: hf for hf, sat in PROMPT_VERSIONS.items()}
+    template = prompts.get(getattr(args, "text_processor_version", None))
+    if template is not None:
+        config["template_version"] = template
+    return HFLayout(config, frozenset() if is_tied else frozenset({"lm_head.weight"}))
+
+
 FAMILY = Family(
     name="cogvlm",
     model_types=("cogvlm",),
@@ -217,4 +255,5 @@ FAMILY = Family(
     compatible_class_names=(CLASS,),
     args=cogvlm_args,
     spec=cogvlm_spec,
+    hf_config=cogvlm_hf_config,
 )

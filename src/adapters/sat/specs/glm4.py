@@ -18,6 +18,7 @@ from ...core import Concat, Spec, Split, ignore, rule
 from ...core.ops import Duplicate
 from ..family import Family
 from ..hf_checkpoint import HFCheckpoint
+from ..hf_config import HFLayout, rotary, start, tied, write_rope
 from ._glm import (
     QKV_SIZES,
     ROPE_TO_HALF,
@@ -29,6 +30,7 @@ from ._glm import (
     set_rope,
     thudm_args,
     thudm_dims,
+    thudm_hf_config,
     thudm_spec,
 )
 from .chatglm3 import require_base_scaling
@@ -54,6 +56,10 @@ def glm4_finish(model, ckpt: HFCheckpoint) -> None:
     set_rope(model, ckpt, 10000.0 * rope_ratio(ckpt), thudm_dims(ckpt)["rotary_dim"])
 
 
+def glm4_hf_config(model, args, recorded: dict | None):
+    return thudm_hf_config(model, args, recorded, "glm4")
+
+
 FAMILY = Family(
     name="glm4",
     model_types=("chatglm",),
@@ -63,6 +69,7 @@ FAMILY = Family(
     dims=thudm_dims,
     accepts=released_as("glm4"),
     finish=glm4_finish,
+    hf_config=glm4_hf_config,
 )
 
 
@@ -155,6 +162,23 @@ def glm_hf_finish(model, ckpt: HFCheckpoint) -> None:
     set_rope(model, ckpt, ckpt.rope_theta(), _hf_rotary_dim(ckpt))
 
 
+def glm_hf_config(model, args, recorded: dict | None) -> HFLayout:
+    """`glm_hf_args` backwards: a ``GlmConfig`` with the model's RoPE base and rotary width."""
+    base, rotary_dim = rotary(model)
+    heads = args.num_attention_heads
+    hd = args.hidden_size_per_attention_head or args.hidden_size // heads
+    is_tied = tied(model, "transformer.word_embeddings.weight", "mixins.chatglm-final.lm_head.weight", recorded, False)
+    config = start(recorded, model_type="glm", architectures=["GlmForCausalLM"], hidden_act="silu", pad_token_id=None)
+    config.update(num_hidden_layers=args.num_layers, vocab_size=args.vocab_size, hidden_size=args.hidden_size,
+                  num_attention_heads=heads, num_key_value_heads=args.num_multi_query_heads or heads, head_dim=hd,
+                  intermediate_size=args.inner_hidden_size, max_position_embeddings=args.max_sequence_length,
+                  rms_norm_eps=args.layernorm_epsilon, attention_bias=bool(getattr(args, "use_qkv_bias", False)),
+                  tie_word_embeddings=is_tied)  # fmt: skip
+    config.pop("partial_rotary_factor", None)
+    write_rope(config, base, partial_rotary_factor=rotary_dim / hd)
+    return HFLayout(config, frozenset() if is_tied else frozenset({"lm_head.weight"}))
+
+
 HF_FAMILY = Family(
     name="glm",
     model_types=("glm",),
@@ -163,4 +187,5 @@ HF_FAMILY = Family(
     spec=glm_hf_spec,
     dims=glm_hf_dims,
     finish=glm_hf_finish,
+    hf_config=glm_hf_config,
 )

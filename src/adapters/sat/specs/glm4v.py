@@ -31,12 +31,22 @@ from dataclasses import replace
 from ...core import Scale, Spec, rule
 from ..family import Family
 from ..hf_checkpoint import HFCheckpoint
-from ._glm import config_error, refuse_unsupported, released_as, thudm_args, thudm_dims
+from ..hf_config import HFLayout, start
+from ._glm import config_error, refuse_unsupported, released_as, thudm_args, thudm_dims, thudm_hf_config
 from .chatglm3 import require_base_scaling
 from .glm4 import glm4_finish, glm4_spec
-from .vit import linear_rules
+from .vit import hf_image_size, linear_rules
 
-__all__ = ["CLASS", "FAMILY", "glm4v_args", "glm4v_spec", "language_part", "scaling_factor", "vision_rules"]
+__all__ = [
+    "CLASS",
+    "FAMILY",
+    "glm4v_args",
+    "glm4v_hf_config",
+    "glm4v_spec",
+    "language_part",
+    "scaling_factor",
+    "vision_rules",
+]
 
 CLASS = "GLM4VModel"
 
@@ -157,6 +167,26 @@ def glm4v_args(ckpt: HFCheckpoint) -> dict:
     return {**args, "image_length": (grid // 2) ** 2, "eva_args": eva_args, "proj_hidden_size": None}
 
 
+RELEASED_SCALING = 8  # glm-4v-9b's vision_config.scaling_factor, for a model from no config (exact: a power of 2)
+
+
+def glm4v_hf_config(model, args, recorded: dict | None) -> HFLayout:
+    """`glm4v_args` backwards: GLM-4's remote-code config plus glm-4v-9b's ``vision_config`` from ``eva_args``.
+
+    SAT's tower does not divide by ``scaling_factor``; the export multiplies the folded tensors back by it, so any
+    factor is exact for the SAT model: the recorded one, else the release's.
+    """
+    layout = thudm_hf_config(model, args, recorded, "glm4v")
+    eva = args.eva_args
+    image = hf_image_size(eva["image_size"])
+    vision = start((recorded or {}).get("vision_config"), dropout_prob=0.0, scaling_factor=RELEASED_SCALING)
+    vision.update(hidden_act="gelu", num_hidden_layers=eva["num_layers"], hidden_size=eva["hidden_size"],
+                  num_heads=eva["num_attention_heads"], intermediate_size=eva["inner_hidden_size"], image_size=image,
+                  patch_size=eva["patch_size"], in_channels=eva.get("in_channels", 3),
+                  layer_norm_eps=eva["layernorm_epsilon"], num_positions=(image // eva["patch_size"]) ** 2 + 1)  # fmt: skip
+    return HFLayout({**layout.config, "vision_config": vision}, layout.keys, layout.extra)
+
+
 FAMILY = Family(
     name="glm4v",
     model_types=("chatglm",),
@@ -166,4 +196,5 @@ FAMILY = Family(
     dims=thudm_dims,
     accepts=released_as("glm4v"),  # a ChatGLM2/3/4 config with a vision_config (see `._glm.release`)
     finish=glm4_finish,
+    hf_config=glm4v_hf_config,
 )

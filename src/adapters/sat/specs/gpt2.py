@@ -15,6 +15,7 @@ from ...core import HookError, Ignore, Rule, Spec, Transpose, ignore, rule
 from ...core.ops import Duplicate
 from ..family import Family
 from ..hf_checkpoint import HFCheckpoint
+from ..hf_config import HFLayout, start, tied
 
 PREFIX = "transformer."
 # gelu_pytorch_tanh is gelu_new's formula computed by torch's kernel; the two differ by rounding only.
@@ -103,10 +104,22 @@ def gpt2_args(ckpt: HFCheckpoint) -> dict:
     )
 
 
+def gpt2_hf_config(model, args, recorded: dict | None) -> HFLayout:
+    """`gpt2_args` backwards: a ``GPT2LMHeadModel`` config; ``transformer.``-prefixed, the head tied where equal."""
+    is_tied = tied(model, "transformer.word_embeddings.weight", "mixins.gpt2-final.lm_head.weight", recorded, True)
+    config = start(recorded, model_type="gpt2", architectures=["GPT2LMHeadModel"], activation_function="gelu_new")
+    config.update(n_layer=args.num_layers, vocab_size=args.vocab_size, n_embd=args.hidden_size,
+                  n_head=args.num_attention_heads, n_inner=args.inner_hidden_size, n_positions=args.max_sequence_length,
+                  layer_norm_epsilon=args.layernorm_epsilon, tie_word_embeddings=is_tied)  # fmt: skip
+    keys = {PREFIX + "wte.weight"} | (set() if is_tied else {"lm_head.weight"})
+    return HFLayout(config, frozenset(keys))
+
+
 FAMILY = Family(
     name="gpt2",
     model_types=("gpt2",),
     sat_class="sat.model.official.gpt2_model.GPT2Model",
     args=gpt2_args,
     spec=gpt2_spec,
+    hf_config=gpt2_hf_config,
 )

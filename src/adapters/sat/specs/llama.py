@@ -13,6 +13,7 @@ from ...core import Concat, HookError, Spec, ignore, rule
 from ...core.ops import Duplicate
 from ..family import Family
 from ..hf_checkpoint import HFCheckpoint
+from ..hf_config import HFLayout, first, keep, rotary, start, tied, write_rope
 from ..rope import set_rotary_base
 
 _H, _S = "model.layers.{layer}.", "transformer.layers.{layer}."
@@ -122,6 +123,39 @@ def llama_finish(model, ckpt: HFCheckpoint) -> None:
     set_rotary_base(model, ckpt.rope_theta(), dim=head_dim(ckpt))
 
 
+def decoder_config(args, recorded: dict | None, *, model_type: str, architecture: str) -> dict:
+    """`decoder_args` backwards: the HF fields every LLaMA-style decoder config shares, recorded fields kept."""
+    heads = args.num_attention_heads
+    config = start(recorded, model_type=model_type, architectures=[architecture])
+    config.update(
+        num_hidden_layers=args.num_layers,
+        vocab_size=args.vocab_size,
+        hidden_size=args.hidden_size,
+        num_attention_heads=heads,
+        num_key_value_heads=args.num_multi_query_heads or heads,
+        head_dim=args.hidden_size_per_attention_head or args.hidden_size // heads,
+        intermediate_size=args.inner_hidden_size,
+        max_position_embeddings=args.max_sequence_length,
+        rms_norm_eps=args.layernorm_epsilon,
+        hidden_act="silu",
+    )
+    for name in ("bos_token_id", "eos_token_id"):
+        if getattr(args, name, None) is not None:
+            config[name] = keep(recorded, name, getattr(args, name), first)
+    return config
+
+
+def llama_hf_config(model, args, recorded: dict | None) -> HFLayout:
+    """`llama_args` backwards: a ``LlamaConfig`` with the model's RoPE base; the head tied only where it was."""
+    is_tied = tied(model, "transformer.word_embeddings.weight", "mixins.lm.lm_head.weight", recorded, default=False)
+    config = decoder_config(args, recorded, model_type="llama", architecture="LlamaForCausalLM")
+    pad = getattr(args, "pad_token_id", -1)
+    config.update(attention_bias=False, mlp_bias=False, tie_word_embeddings=is_tied,
+                  pad_token_id=None if pad is None or pad < 0 else pad)  # fmt: skip
+    write_rope(config, rotary(model)[0])
+    return HFLayout(config, frozenset() if is_tied else frozenset({"lm_head.weight"}))
+
+
 FAMILY = Family(
     name="llama",
     model_types=("llama",),
@@ -130,4 +164,5 @@ FAMILY = Family(
     spec=llama_spec,
     dims=llama_dims,
     finish=llama_finish,
+    hf_config=llama_hf_config,
 )

@@ -21,8 +21,9 @@ from __future__ import annotations
 from ...core import Concat, Spec, ignore, rule
 from ..family import Family
 from ..hf_checkpoint import HFCheckpoint
+from ..hf_config import HFLayout, rotary, tied, write_rope
 from ..rope import set_rotary_base
-from .llama import HEAD, TIED, decoder_args, head_dim, llama_dims, refuse_unsupported
+from .llama import HEAD, TIED, decoder_args, decoder_config, head_dim, llama_dims, refuse_unsupported
 
 _H, _S = "model.layers.{layer}.", "transformer.layers.{layer}."
 _E0 = _H + "block_sparse_moe.experts.0."
@@ -85,6 +86,16 @@ def mixtral_finish(model, ckpt: HFCheckpoint) -> None:
     set_rotary_base(model, ckpt.rope_theta(default=1e6), dim=head_dim(ckpt))
 
 
+def mixtral_hf_config(model, args, recorded: dict | None) -> HFLayout:
+    """`mixtral_args` backwards: a ``MixtralConfig`` (full attention) with the model's RoPE base."""
+    is_tied = tied(model, "transformer.word_embeddings.weight", "mixins.lm.lm_head.weight", recorded, default=False)
+    config = decoder_config(args, recorded, model_type="mixtral", architecture="MixtralForCausalLM")
+    config.update(num_local_experts=args.num_experts, num_experts_per_tok=args.num_experts_per_tok,
+                  sliding_window=None, tie_word_embeddings=is_tied)  # fmt: skip
+    write_rope(config, rotary(model)[0])
+    return HFLayout(config, frozenset() if is_tied else frozenset({"lm_head.weight"}))
+
+
 FAMILY = Family(
     name="mixtral",
     model_types=("mixtral",),
@@ -93,4 +104,5 @@ FAMILY = Family(
     spec=mixtral_spec,
     dims=llama_dims,
     finish=mixtral_finish,
+    hf_config=mixtral_hf_config,
 )

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..family import Family
 from ..hf_checkpoint import HFCheckpoint
-from ._encoder import Encoder, encoder_args, encoder_finish, encoder_prepare, encoder_spec
+from ._encoder import Encoder, encoder_args, encoder_finish, encoder_hf_config, encoder_prepare, encoder_spec
 
 ROBERTA = Encoder(
     name="hf-roberta->sat-roberta",
@@ -42,6 +42,11 @@ def roberta_prepare(model: nn.Module, ckpt: HFCheckpoint, keys: frozenset[str]) 
     encoder_prepare(ROBERTA, model, ckpt, keys)
 
 
+def roberta_hf_config(model: nn.Module, args, recorded: dict | None):
+    classes = ("RobertaForMaskedLM", "RobertaModel")
+    return encoder_hf_config(ROBERTA, model, args, recorded, model_type="roberta", classes=classes)
+
+
 FAMILY = Family(
     name="roberta",
     model_types=("roberta",),
@@ -50,4 +55,5 @@ FAMILY = Family(
     spec=roberta_spec,
     prepare=roberta_prepare,
     finish=encoder_finish,
+    hf_config=roberta_hf_config,
 )

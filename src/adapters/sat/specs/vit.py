@@ -23,6 +23,7 @@ from ...core import Concat, HookError, Reshape, Rule, Spec, ignore, rule
 from ..family import Family
 from ..headless import drop_head
 from ..hf_checkpoint import HFCheckpoint
+from ..hf_config import HFLayout, start
 
 HEAD_MIXIN = "cls"  # SAT ViTModel's classifier mixin
 QKV = ("hidden",) * 3  # q, k and v rows of query_key_value
@@ -133,6 +134,35 @@ def vit_prepare(model: nn.Module, ckpt: HFCheckpoint, keys: frozenset[str]) -> N
         drop_head(model, HEAD_MIXIN)
 
 
+def hf_image_size(size) -> int | list[int]:
+    """SAT's ``image_size`` (``[H, W]``, or one int) as HF writes it: one int for a square image."""
+    size = list(size) if isinstance(size, (list, tuple)) else [size] * 2
+    return size[0] if size[0] == size[1] else size
+
+
+def labels(recorded: dict | None, classes: int) -> dict:
+    """``id2label``/``label2id`` for `classes` classes: the recorded names when they are as many."""
+    names = (recorded or {}).get("id2label") or {}
+    if len(names) != classes:
+        names = {str(i): f"LABEL_{i}" for i in range(classes)}
+    return {"id2label": dict(names), "label2id": {v: int(k) for k, v in names.items()}}
+
+
+def vit_hf_config(model: nn.Module, args, recorded: dict | None) -> HFLayout:
+    """`vit_args` backwards: ``ViTForImageClassification`` (``vit.`` prefix) with SAT's ``cls`` head, else ``ViTModel``."""
+    has_head = HEAD_MIXIN in model.mixins
+    config = start(recorded, model_type="vit", hidden_act="gelu", qkv_bias=True)
+    config.update(architectures=["ViTForImageClassification" if has_head else "ViTModel"],
+                  num_hidden_layers=args.num_layers, hidden_size=args.hidden_size,
+                  num_attention_heads=args.num_attention_heads, intermediate_size=args.inner_hidden_size,
+                  layer_norm_eps=args.layernorm_epsilon, image_size=hf_image_size(args.image_size), patch_size=args.patch_size,
+                  num_channels=args.in_channels)  # fmt: skip
+    if has_head:
+        config.update(labels(recorded, args.num_classes))
+    keys = {"vit.embeddings.cls_token", "classifier.weight"} if has_head else set()
+    return HFLayout(config, frozenset(keys))
+
+
 FAMILY = Family(
     name="vit",
     model_types=("vit",),
@@ -141,4 +171,5 @@ FAMILY = Family(
     spec=vit_spec,
     dims=vit_dims,
     prepare=vit_prepare,
+    hf_config=vit_hf_config,
 )
