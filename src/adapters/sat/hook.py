@@ -18,7 +18,7 @@ from typing import Any
 from ..core import HookError
 from .from_hf import from_hf
 from .hf_checkpoint import is_hf_checkpoint
-from .partition import _world_size
+from .partition import job_world_size
 from .sat_checkpoint import is_sat_checkpoint, load_sat, stored_model_parallel_size
 
 __all__ = ["install_hook"]
@@ -87,4 +87,4 @@ def _resharding(name, overwrite_args: dict | None) -> bool:
     if overwrite_args and "model_parallel_size" in overwrite_args:
         return True
     stored = stored_model_parallel_size(name)
-    return stored > 1 and _world_size() % stored != 0
+    return stored > 1 and job_world_size() % stored != 0

@@ -28,7 +28,7 @@ from torch import nn
 from ..core import HookError
 from ..core.partition import Partition, Sharding
 
-__all__ = ["prepare_parallel", "sat_partitions", "sat_sharding"]
+__all__ = ["job_world_size", "prepare_parallel", "sat_partitions", "sat_sharding"]
 
 
 def _column(module, ways: int) -> Partition:
@@ -110,7 +110,8 @@ def _lora_parts(module, prefix: str, column: type, row: type) -> dict[str, Parti
     return {}
 
 
-def _world_size() -> int:
+def job_world_size() -> int:
+    """The torch.distributed world size: the running group's, else what SAT's own init will read (WORLD_SIZE)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
@@ -133,7 +134,7 @@ def prepare_parallel(args: Namespace, where: str) -> None:
             "  hint: SAT gives every rank an equal share of the attention heads, kv heads, MLP columns and "
             f"vocabulary rows; model_parallel_size must divide each of them (here: {', '.join(map(str, fits))})"
         )
-    world = _world_size()
+    world = job_world_size()
     if world % ways:
         raise HookError(
             f"{where}: model_parallel_size={ways} needs a torch.distributed job whose world size is a multiple of "

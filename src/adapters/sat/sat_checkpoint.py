@@ -57,7 +57,7 @@ from ..core import (
 from ..core.partition import Partition, Sharding
 from .cpu import install_cpu_fallbacks
 from .from_hf import _build, _resolve_device, _resolve_dtype, merge_args
-from .partition import _world_size, sat_partitions
+from .partition import job_world_size, sat_partitions
 from .sat_reader import SatReader
 
 __all__ = [
@@ -331,7 +331,7 @@ def _target_class(cls: type | None, ckpt: SatCheckpoint) -> type:
 
 def _check_job(ckpt: SatCheckpoint) -> None:
     """A checkpoint saved by N > 1 ranks, loaded at that size, needs a job of N ranks: say so before building."""
-    ways, world = ckpt.model_parallel_size, _world_size()
+    ways, world = ckpt.model_parallel_size, job_world_size()
     if ways > 1 and world % ways:
         raise HookError(
             f"{ckpt.path} was saved with model_parallel_size={ways}, which needs a torch.distributed job of a "
