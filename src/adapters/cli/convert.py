@@ -10,19 +10,15 @@ Every output appears whole or not at all: folders are written beside OUT and ren
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from ..core import ExportError
+from ..core.export import write_folder_atomically
 from .detect import detect
 from .output import CLIError
 
-__all__ = ["add_parser", "run", "write_folder_atomically"]
+__all__ = ["add_parser", "run"]
 
 _TARGETS = {"hf": "sat", "sat": "hf", "blinkdl": "fla", "fla": "blinkdl"}  # source kind -> its one conversion
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -62,22 +58,6 @@ def run(args, out) -> int:
         written = {"sat": _to_sat, "fla": _to_fla, "blinkdl": _to_blinkdl}[args.to](source.path, dest, dtype, out)
     out.result(f"wrote {written}", output=str(written), to=args.to)
     return 0
-
-
-def write_folder_atomically(dest: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_folder)`` on a fresh folder beside `dest`, then rename it to `dest` (whole or not at all)."""
-    if not dest.parent.is_dir():
-        raise ExportError(f"cannot write {dest}: folder {dest.parent} does not exist")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    try:
-        write(tmp)
-        os.rename(tmp, dest)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, (KeyboardInterrupt, SystemExit, ExportError)):
-            raise
-        raise ExportError(f"writing {dest} failed: {e}\n  hint: nothing was written; fix the cause and retry") from e
-    return dest
 
 
 def _to_sat(path: Path, dest: Path, dtype, out) -> Path:
