@@ -192,3 +192,16 @@ def test_renamed_tensors_are_file_views_and_writes_never_reach_the_file(tmp_path
         assert torch.equal(reader.read("lm_head.weight"), toy_state["lm_head.weight"])
         assert torch.equal(reader.view("lm_head.weight"), toy_state["lm_head.weight"])
         assert reader.bytes_read == 2 * toy_state["lm_head.weight"].nbytes
+
+
+def test_export_refuses_a_file_name_whose_format_it_cannot_tell(tmp_path, toy_state, meta_toy, toy_config):
+    load(
+        TOY_SPEC, write_toy_checkpoint(tmp_path / "src", toy_state, "safetensors"), meta_toy, dims=toy_dims(toy_config)
+    )
+    with pytest.raises(ExportError) as e:
+        export(TOY_SPEC, meta_toy, tmp_path / "back.txt", dims=toy_dims(toy_config))
+    assert (
+        str(e.value)
+        == f"cannot tell the format of {tmp_path / 'back.txt'}\n  hint: use a .safetensors, .pth, .pt or .bin name"
+    )
+    assert sorted(os.listdir(tmp_path)) == ["src"]

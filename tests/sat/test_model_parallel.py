@@ -163,3 +163,16 @@ def test_a_job_too_small_for_the_size_is_refused(tmp_path):
         "  hint: start 2 processes (torchrun --nproc-per-node 2, or set RANK, WORLD_SIZE, MASTER_ADDR and "
         "MASTER_PORT), or init_process_group before loading"
     )
+
+
+def test_a_column_layer_whose_rows_do_not_fit_its_stride_is_refused():
+    from adapters.sat.partition import _cut
+
+    with pytest.raises(HookError) as e:
+        _cut([4, 1, 1], 20)
+    assert str(e.value) == (
+        "a ColumnParallelLinear of 20 rows cannot be cut in the ratio [4, 1, 1]: 20 is not a multiple of 6\n"
+        "  hint: the layer's size does not fit its own stride; the model was built with args that disagree "
+        "(heads, kv heads, head size)"
+    )
+    assert _cut(3, 12).segments == (4, 4, 4)

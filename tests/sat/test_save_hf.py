@@ -27,7 +27,7 @@ from vision_fixtures import clip_checkpoint, vit_checkpoint
 import adapters.sat  # noqa: F401  (installs the hooks)
 import adapters.sat.export_hf as export_hf
 from adapters.core import ExportError, open_source
-from adapters.sat import from_hf, save_hf
+from adapters.sat import FAMILIES, from_hf, save_hf
 from adapters.sat.specs.glm4 import SAT_CLASS as CHATGLM4
 
 # name -> (writes the HF checkpoint, transformers class that must load the export, or None for remote code)
@@ -354,3 +354,29 @@ def test_refusals_name_the_fix(tmp_path, llama):
         "  hint: pass a folder SAT's save_checkpoint wrote, or a live SAT model"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
+
+
+def test_inputs_that_are_not_a_sat_model_are_refused_by_name(tmp_path, llama):
+    model, args = llama
+    with pytest.raises(ExportError) as e:
+        save_hf({"w": torch.zeros(1)}, tmp_path / "out")
+    assert str(e.value) == (
+        "save_hf takes a SAT model or a SAT checkpoint folder, not dict\n"
+        "  hint: pass the model from_hf / from_pretrained returned, or the folder SAT's save_checkpoint wrote"
+    )
+    with pytest.raises(ExportError) as e:
+        save_hf(tmp_path / "nowhere", tmp_path / "out")
+    assert str(e.value) == (
+        f"{tmp_path / 'nowhere'}: no such folder\n  hint: pass a SAT checkpoint folder or a live SAT model"
+    )
+    with pytest.raises(ExportError) as e:
+        save_hf(torch.nn.Linear(2, 2), tmp_path / "out", args)
+    assert str(e.value) == (
+        "no SAT family exports Linear\n  hint: the exportable classes are "
+        + ", ".join(sorted({f.class_name for f in FAMILIES}))
+    )
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ExportError) as e:
+        save_hf(model, tmp_path / "file", args)
+    assert str(e.value) == f"{tmp_path / 'file'} exists and is not a folder\n  hint: choose another output path"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "hf"] and (tmp_path / "file").read_text() == "x"

@@ -96,7 +96,10 @@ def save_hf(
     if isinstance(model, (str, os.PathLike)):
         model, args = _load_folder(Path(model), model_class, progress)
     if not isinstance(model, nn.Module):
-        raise ExportError(f"save_hf takes a SAT model or a SAT checkpoint folder, not {type(model).__name__}")
+        raise ExportError(
+            f"save_hf takes a SAT model or a SAT checkpoint folder, not {type(model).__name__}\n"
+            "  hint: pass the model from_hf / from_pretrained returned, or the folder SAT's save_checkpoint wrote"
+        )
     export = _prepare(model, Path(out_dir), args, family=family, dtype=dtype, lora=lora)
     return write_folder_atomically(
         out_dir, lambda tmp: export.write(tmp, max_shard_size, progress), overwrite=overwrite

@@ -40,7 +40,11 @@ def _cut(stride: int | list[int], full: int) -> Partition:
     strides = [1] * stride if isinstance(stride, int) else list(stride)
     factor, rest = divmod(full, sum(strides))
     if rest:  # SAT asserts the same when it partitions a full weight
-        raise HookError(f"a ColumnParallelLinear of {full} rows cannot be cut in the ratio {strides}")
+        raise HookError(
+            f"a ColumnParallelLinear of {full} rows cannot be cut in the ratio {strides}: {full} is not a multiple "
+            f"of {sum(strides)}\n  hint: the layer's size does not fit its own stride; the model was built with "
+            "args that disagree (heads, kv heads, head size)"
+        )
     return Partition(0, tuple(factor * s for s in strides))
 
 
