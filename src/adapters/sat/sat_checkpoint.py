@@ -142,8 +142,9 @@ def resolve_sat(path: str | os.PathLike, *, specific_iteration: int | None = Non
     """
     path = Path(path)
     if not path.is_dir():
+        what = "is a file, not a folder" if path.exists() else "no such folder"
         raise SourceNotFoundError(
-            f"{path}: no such folder\n  hint: pass a SAT checkpoint folder (model_config.json, latest, <iteration>/)"
+            f"{path}: {what}\n  hint: pass a SAT checkpoint folder (model_config.json, latest, <iteration>/)"
         )
     config = _read_config(path)
     iteration = _iteration(path, specific_iteration)
@@ -318,7 +319,7 @@ def _target_class(cls: type | None, ckpt: SatCheckpoint) -> type:
     if not name:
         raise HookError(
             f"{ckpt.path / SAT_CONFIG} names no model_class\n"
-            "  hint: call from_pretrained on the model class (LLaMAModel.from_pretrained(...)) instead of AutoModel"
+            "  hint: name the class: LLaMAModel.from_pretrained(...) instead of AutoModel, or load_sat(LLaMAModel, ...)"
         )
     if name not in model_registry.member:
         raise HookError(

@@ -157,27 +157,9 @@ def write_tiny_cogvlm(
         >>> folder = write_tiny_cogvlm("/tmp/tiny-cogvlm")
         >>> # CogVLMModel.from_hf(folder) / sat.AutoModel.from_pretrained(str(folder), args)
     """
-    folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(seed)
-    weight_map: dict[str, str] = {}
-    shard: dict[str, torch.Tensor] = {}
-    shard_size = total = 0
-    for name, shape in cogvlm_tensor_shapes(sizes):
-        shard[name] = _draw(name, shape, generator).to(dtype)
-        shard_size += shard[name].nbytes
-        if shard_size >= shard_bytes:
-            _save_shard(folder, shard, weight_map)
-            total += shard_size
-            shard, shard_size = {}, 0
-    if shard:
-        _save_shard(folder, shard, weight_map)
-        total += shard_size
-    index = {"metadata": {"total_size": total, "tiny_cogvlm": asdict(sizes), "seed": seed}, "weight_map": weight_map}
-    (folder / INDEX_FILE).write_text(json.dumps(index, indent=1))
-    config = sizes.config(model_type) | {"torch_dtype": str(dtype).removeprefix("torch.")}
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
-    return folder
+    tensors = ((name, _draw(name, shape, generator)) for name, shape in cogvlm_tensor_shapes(sizes))
+    return _write_checkpoint(Path(path), tensors, "tiny_cogvlm", sizes, seed, shard_bytes, dtype, model_type)
 
 
 # -- CogAgent ------------------------------------------------------------------------------------------------------
@@ -314,14 +296,19 @@ def write_tiny_cogagent(
         >>> folder = write_tiny_cogagent("/tmp/tiny-cogagent")
         >>> # CogAgentModel.from_hf(folder) / sat.AutoModel.from_pretrained(str(folder), args)
     """
-    folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(seed)
+    tensors = ((name, _draw_cogagent(name, shape, generator)) for name, shape in cogagent_tensor_shapes(sizes))
+    return _write_checkpoint(Path(path), tensors, "tiny_cogagent", sizes, seed, shard_bytes, dtype, model_type)
+
+
+def _write_checkpoint(folder: Path, tensors, tag: str, sizes, seed: int, shard_bytes: int, dtype, model_type) -> Path:
+    """Write `tensors` (name, tensor), in order, as shards of about `shard_bytes` + index + ``config.json``."""
+    folder.mkdir(parents=True, exist_ok=True)
     weight_map: dict[str, str] = {}
     shard: dict[str, torch.Tensor] = {}
     shard_size = total = 0
-    for name, shape in cogagent_tensor_shapes(sizes):
-        shard[name] = _draw_cogagent(name, shape, generator).to(dtype)
+    for name, tensor in tensors:
+        shard[name] = tensor.to(dtype)
         shard_size += shard[name].nbytes
         if shard_size >= shard_bytes:
             _save_shard(folder, shard, weight_map)
@@ -330,7 +317,7 @@ def write_tiny_cogagent(
     if shard:
         _save_shard(folder, shard, weight_map)
         total += shard_size
-    index = {"metadata": {"total_size": total, "tiny_cogagent": asdict(sizes), "seed": seed}, "weight_map": weight_map}
+    index = {"metadata": {"total_size": total, tag: asdict(sizes), "seed": seed}, "weight_map": weight_map}
     (folder / INDEX_FILE).write_text(json.dumps(index, indent=1))
     config = sizes.config(model_type) | {"torch_dtype": str(dtype).removeprefix("torch.")}
     (folder / "config.json").write_text(json.dumps(config, indent=2))
