@@ -136,6 +136,43 @@ def test_decoding_continues_from_an_rwkv_state(checkpoints, models):
     assert (logits - expected).abs().max() <= TOL
 
 
+@pytest.mark.parametrize("sampling", [False, True], ids=["greedy", "sampled"])
+def test_generate_keeps_its_state_step_for_step_with_rwkv(checkpoints, models, sampling):
+    """Every step's logits inside `generate()` equal BlinkDL's RNN fed the same tokens with its state; on
+    transformers 5.24 without our shim, FLA decodes each new token from an empty state (see adapters.fla.generation)."""
+    path, _ = checkpoints["h64-fp32"]
+    prompt = tokens(6, seed=9)
+    torch.manual_seed(3)
+    out = models["h64-fp32"].generate(
+        torch.tensor([prompt]),
+        max_new_tokens=8,
+        do_sample=sampling,
+        top_k=0,
+        top_p=1.0,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
+    generated = out.sequences[0, len(prompt) :].tolist()
+    logits, state = rwkv_logits(path, prompt)
+    greedy_steps = 0
+    for step, row in enumerate(out.logits):
+        diff = (row[0] - logits[-1]).abs().max().item()
+        assert diff <= TOL, f"step {step}: max abs logit diff {diff:.2e}"
+        greedy_steps += generated[step] == int(logits[-1].argmax())
+        logits, state = rwkv_logits(path, generated[step : step + 1], state=state)
+    assert len(out.logits) == 8
+    assert greedy_steps == 8 if not sampling else greedy_steps < 8  # sampling did sample
+
+
+def test_generation_shim_is_active_exactly_where_transformers_says_cache():
+    from packaging.version import Version
+    from transformers import __version__
+
+    from adapters.fla.generation import needs_generation_shim
+
+    assert needs_generation_shim() == (Version(__version__) >= Version("5.24.0"))
+
+
 def test_generate_greedy_matches_rwkv_greedy(checkpoints, models):
     path, _ = checkpoints["h64-bf16"]
     prompt = tokens(6, seed=9)

@@ -1,13 +1,20 @@
 """flash-linear-attention (FLA) host integration for `adapters`.
 
-Importing it installs the load hook: ``RWKV7ForCausalLM.from_pretrained`` then accepts BlinkDL ``.pth`` files.
+Importing it installs the load hook (``RWKV7ForCausalLM.from_pretrained`` then accepts BlinkDL ``.pth`` files) and,
+on transformers 5.24 and later, the shim that lets FLA's ``generate()`` keep its recurrent state (`generation.py`).
 """
+
+from ..core.requires import require_modules
+
+require_modules("adapters.fla", ("triton", "fla"), "pip install 'ckpt-adapters[fla]'")
 
 from .blinkdl import config_from_shapes, from_blinkdl
 from .export import save_blinkdl
+from .generation import install_generation_shim
 from .hook import install_hook
 
 install_hook()
+install_generation_shim()
 
 __all__ = ["config_from_shapes", "from_blinkdl", "install_hook", "save_blinkdl"]
 
