@@ -20,6 +20,7 @@ what and where, indented detail lines (expected vs got, the rule, the file), and
     ├── FallbackError             a CPU fallback op called with arguments it cannot take
     ├── UnsupportedOnCPUError     a feature the CPU fallbacks do not implement (the GPU kernels do)
     ├── StateError                an RNN state (a foreign one, a host cache, a state file) that does not fit the model
+    ├── MissingDependencyError    a host's framework (SAT, FLA) or one of its imports is not installed
     ├── LoadError                 materialisation failed after a clean plan (device, memory, ...)
     │   └── NonFiniteError        a source tensor holds NaN or Inf (checked on request: check_finite=True)
     └── ExportError               writing the foreign format failed; nothing half-written is left behind
@@ -45,6 +46,7 @@ __all__ = [
     "FallbackError",
     "UnsupportedOnCPUError",
     "StateError",
+    "MissingDependencyError",
     "LoadError",
     "NonFiniteError",
     "ExportError",
@@ -122,6 +124,10 @@ class UnsupportedOnCPUError(AdapterError, NotImplementedError):
 class StateError(AdapterError, ValueError):
     """An RNN state to convert (a foreign package's state, a host cache, a state-tuning file) whose layer count,
     shapes or batch size do not fit the model it is meant for. Raised before anything is converted."""
+
+
+class MissingDependencyError(AdapterError, ImportError):
+    """A host's framework, or a module it imports, is not installed. The message carries the install command."""
 
 
 class LoadError(AdapterError, RuntimeError):

@@ -8,6 +8,13 @@ import os
 
 os.environ.setdefault("SAT_LOGLEVEL", "ERROR")  # SAT warns "DeepSpeed Not Installed" on every import
 
+from ..core.requires import require_modules
+
+# SAT declares deepspeed (not needed for models, and its build pulls a CUDA torch), so it goes in with --no-deps,
+# and the modules SAT imports without declaring them come from our [sat] extra.
+SAT_INSTALL = "pip install 'ckpt-adapters[sat]' && pip install --no-deps SwissArmyTransformer==0.4.12"
+require_modules("adapters.sat", ("einops", "requests", "triton", "sat"), SAT_INSTALL)
+
 from .cpu import install_cpu_fallbacks
 from .export_hf import save_hf
 from .from_hf import family_of, from_hf
