@@ -1,46 +1,40 @@
-"""``python -m adapters.demo``: build a tiny sharded foreign checkpoint, plan, load, print the report, export back."""
+"""``python -m adapters.demo``: the mission on tiny checkpoints it builds itself (no hub).
+
+By default: an HF LLaMA loaded into SAT through ``AutoModel.from_pretrained`` and compared with transformers, then a
+BlinkDL RWKV-7 ``.pth`` loaded into FLA, fine-tuned, exported with ``save_blinkdl`` and compared in BlinkDL's `rwkv`.
+With ``--toy``: the engine alone on a toy model and foreign format (plan, load, report, bit-exact export).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-from pathlib import Path
 
-import torch
-
-from ..core import empty_weights, export, load, open_source, plan
-from ..core.readers import open_source as _open
-from .toy import FORMATS, TOY_SPEC, ToyConfig, ToyModel, toy_dims, toy_foreign_state, write_toy_checkpoint
+from .toy import FORMATS
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m adapters.demo", description=__doc__)
-    parser.add_argument(
-        "--format", choices=FORMATS, default="sharded", help="foreign format to build (default: sharded safetensors)"
+    """Parse `argv` and run the mission demo, or the toy engine demo with ``--toy``; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m adapters.demo",
+        description="Load tiny HF LLaMA and BlinkDL RWKV-7 checkpoints, built on the spot, into SAT and FLA, and "
+        "compare each with its reference (no hub). --toy runs the engine alone on a toy model instead.",
     )
-    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--toy", action="store_true", help="run the toy engine demo instead (no SAT, FLA or rwkv)")
+    toy = parser.add_argument_group("toy demo (with --toy)")
+    toy.add_argument("--format", choices=FORMATS, help="foreign format to build (default: sharded safetensors)")
+    toy.add_argument("--layers", type=int, help="toy model layers (default: 4)")
     args = parser.parse_args(argv)
 
-    config = ToyConfig(layers=args.layers)
-    state = toy_foreign_state(config)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = write_toy_checkpoint(Path(tmp) / "foreign", state, args.format)
-        print(f"built a {args.format} toy checkpoint: {len(state)} tensors -> {path.name}\n")
-        with empty_weights():
-            model = ToyModel(config)
-        with _open(path) as reader:
-            print(plan(TOY_SPEC, reader, model, dims=toy_dims(config)).describe(), "\n")
-        report = load(TOY_SPEC, path, model, dims=toy_dims(config), progress=False)
-        print(report, "\n")
-        out = export(TOY_SPEC, model, Path(tmp) / "exported.safetensors", dims=toy_dims(config))
-        with open_source(out) as back:
-            exact = sorted(back.keys()) == sorted(k for k in state if "inv_freq" not in k) and all(
-                torch.equal(back.read(k), state[k]) for k in back.keys()
-            )
-        logits = model(torch.arange(8)[None] % config.vocab)
-        print(f"export round trip: {'bit-exact' if exact else 'MISMATCH'}; forward ok, logits {list(logits.shape)}")
-        return 0 if exact else 1
+    if not args.toy:
+        if args.format is not None or args.layers is not None:
+            parser.error("--format and --layers configure the toy demo; add --toy")
+        from .mission import run_mission  # imports SAT, FLA and transformers only when they are used
+
+        return run_mission()
+    from .toy_demo import run_toy
+
+    return run_toy(args.format or "sharded", 4 if args.layers is None else args.layers)
 
 
 if __name__ == "__main__":

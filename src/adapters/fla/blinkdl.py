@@ -80,6 +80,8 @@ def from_blinkdl(
 ):
     """An FLA `RWKV7ForCausalLM` holding a BlinkDL x070 ``.pth``, in eval mode; nothing is written to disk.
 
+    The load's `LoadReport` is ``model.adapters_load_report``, as on SAT models loaded by `adapters.sat.from_hf`.
+
     Args:
         path: the ``.pth`` file (read lazily through a file mapping), or an open `Reader`.
         dtype: floating dtype of the model (default float32, like transformers' `from_pretrained`).
@@ -119,13 +121,14 @@ def from_blinkdl(
         folder = None if offload_folder is None else str(offload_folder)
         placement = plan_placement(model, device, max_memory=max_memory, dtype=dtype, no_split=_NO_SPLIT,
                                    path=reader.path, offload_folder=folder, module_hint=_MODULE_HINT)  # fmt: skip
-        load(SPEC, source, model, device=placement, dtype=dtype, progress=progress, check_finite=check_finite,
-             offload_folder=folder)  # fmt: skip
+        report = load(SPEC, source, model, device=placement, dtype=dtype, progress=progress,
+                      check_finite=check_finite, offload_folder=folder)  # fmt: skip
     finally:
         if reader is not path:
             reader.close()
     set_blinkdl_gnorm_eps(model)
     dispatch(model, placement, folder)
+    model.adapters_load_report = report  # what was read and written, as SAT models loaded by `from_hf` carry it
     return model.eval()
 
 
