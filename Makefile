@@ -1,32 +1,70 @@
 # Two commands do everything on a fresh machine (see README):
-#   make demo   create .venv, build a tiny foreign checkpoint, load it through the engine, print the load report
-#   make test   create .venv, run the whole test suite
+#   make demo   create .venv from the lock; HF LLaMA -> SAT and BlinkDL RWKV-7 -> FLA, each against its reference
+#   make test   create .venv from the lock, run the whole test suite
+# and, for maintainers:
+#   make test-min     the suite on the floors pyproject.toml declares (requirements/min.txt)
+#   make test-latest  the canary: the newest versions pyproject.toml allows, resolved today, in .venv-latest
+#   make lock         re-resolve requirements/*.txt (pip-tools; needs the package registry)
 #
-# torch is pinned to the CPU build pip finds for 2.13.0, so a CPU box never pulls multi-GB CUDA wheels.
-# A GPU user overrides it, e.g.:  make test TORCH="torch==2.13.0 --index-url <your CUDA wheel index>"
+# Every venv holds exactly a lock: pip itself, torch, the hashed lock (installed with --no-deps, so nothing is
+# resolved at install time), SAT (--no-deps: it declares deepspeed, which it does not need for models) and this
+# package. torch is the CPU build pip finds for 2.13.0, so a CPU box never pulls multi-GB CUDA wheels; a GPU user
+# overrides it, e.g.:  make test TORCH="torch==2.13.0 --index-url <your CUDA wheel index>"
 
 PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
-SAT    ?= SwissArmyTransformer==0.4.12
-PY     := $(VENV)/bin/python
-PIP    := $(PY) -m pip --disable-pip-version-check
+REQ    := requirements
+COMPILE = .venv-lock/bin/pip-compile -q --generate-hashes --strip-extras --unsafe-package torch \
+          --no-emit-index-url --no-emit-find-links -c $(REQ)/constraints.txt
 
-.PHONY: demo test clean
+.PHONY: demo test test-min test-latest lock clean
 
-$(VENV)/.installed: pyproject.toml Makefile
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e ".[test,sat,fla]"
-	$(PIP) install -q --no-deps $(SAT)
-	touch $@
+# $(call stack,VENV,LOCK): a fresh venv holding exactly LOCK
+define stack
+	rm -rf $(1)
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install -q --require-hashes -r $(REQ)/pip.txt
+	$(1)/bin/python -m pip install -q $(TORCH)
+	$(1)/bin/python -m pip install -q --no-deps --require-hashes -r $(2) -r $(REQ)/sat.txt
+	$(1)/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(1)/.installed
+endef
+
+$(VENV)/.installed: $(REQ)/lock.txt $(REQ)/sat.txt $(REQ)/pip.txt pyproject.toml Makefile
+	$(call stack,$(VENV),$(REQ)/lock.txt)
+
+.venv-min/.installed: $(REQ)/min.txt $(REQ)/sat.txt $(REQ)/pip.txt pyproject.toml Makefile
+	$(call stack,.venv-min,$(REQ)/min.txt)
 
 demo: $(VENV)/.installed
-	$(PY) -m adapters.demo
+	$(VENV)/bin/python -m adapters.demo
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(VENV)/bin/python -m pytest -q
+
+test-min: .venv-min/.installed
+	.venv-min/bin/python -m pytest -q
+
+# The canary: what a user who runs `pip install ckpt-adapters[sat,fla]` today gets (torch stays $(TORCH): the
+# newer torch on the registry is a CUDA build). Prints what moved past the lock, then runs the suite.
+test-latest:
+	rm -rf .venv-latest
+	$(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/python -m pip install -q --upgrade pip
+	.venv-latest/bin/python -m pip install -q $(TORCH)
+	.venv-latest/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[test,sat,fla]"
+	.venv-latest/bin/python -m pip install -q --upgrade --no-deps SwissArmyTransformer
+	.venv-latest/bin/python $(REQ)/drift.py $(REQ)/lock.txt $(REQ)/sat.txt
+	.venv-latest/bin/python -m pytest -q
+
+lock:
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install -q pip-tools==7.6.2
+	$(COMPILE) --extra test --extra sat --extra fla -o $(REQ)/lock.txt pyproject.toml
+	$(COMPILE) -o $(REQ)/min.txt $(REQ)/min.in
+	$(PYTHON) $(REQ)/pin_no_deps.py SwissArmyTransformer==0.4.12 > $(REQ)/sat.txt
+	$(PYTHON) $(REQ)/pin_no_deps.py pip==26.3 > $(REQ)/pip.txt
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-min .venv-latest .venv-lock build *.egg-info src/*.egg-info .pytest_cache
