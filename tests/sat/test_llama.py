@@ -113,8 +113,6 @@ def test_unsupported_architecture_is_refused_by_name(tmp_path):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"rope_parameters": {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0}},
-         "rope_parameters asks for rope type 'llama3' (scaled RoPE)"),
         ({"hidden_act": "gelu"}, "hidden_act asks for an activation other than silu"),
         ({"attention_bias": True}, "attention_bias asks for q/k/v/o biases"),
     ],

@@ -59,7 +59,8 @@ class HFCheckpoint:
         return float(params.get("rope_theta", self.config.get("rope_theta", default)))
 
     def rope_type(self) -> str:
-        params = self.config.get("rope_parameters") or self.config.get("rope_scaling") or {}
+        """The RoPE type transformers 5 computes: a legacy ``rope_scaling`` replaces ``rope_parameters`` whole."""
+        params = self.config.get("rope_scaling") or self.config.get("rope_parameters") or {}
         return str(params.get("rope_type", params.get("type", "default")))
 
 

@@ -4,7 +4,8 @@ Each family translates SAT args back into its HF config in its own spec file, ne
 (``llama_args`` ↔ ``llama_hf_config``). A model `from_hf` loaded carries the config it was read from
 (``model.adapters_hf_config``): every field SAT args do not hold (token ids, labels, remote-code fields) is kept from
 it, and every field SAT args do hold is written from the args. A model trained in SAT has no recorded config; the
-function then writes the family's defaults. RoPE bases come from the model's rotary embeddings, where SAT keeps them.
+function then writes the family's defaults. RoPE bases (and the RoPE scaling `rope.install_rope` installed) come
+from the model's rotary embeddings, where SAT keeps them.
 
 `save_hf` checks each translation by running it forward again: the family's `args` on the written config must give
 back the model's args, or the export is refused before anything is written.
@@ -12,6 +13,7 @@ back the model's args, or the export is refused before anything is written.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core import ExportError
+from ..core import ExportError, HookError
+from .rope import Rope
 
-__all__ = ["HFLayout", "first", "keep", "rotary", "write_rope", "start", "tensor", "tied"]
+__all__ = ["HFLayout", "first", "keep", "rope_of", "rotary", "write_rope", "write_rope_parameters", "start", "tensor",
+           "tied"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -105,3 +109,37 @@ def write_rope(config: dict[str, Any], theta: float, **extra: Any) -> None:
                                  "rope_theta": theta, **extra}  # fmt: skip
     if "rope_theta" in config:
         config["rope_theta"] = theta
+
+
+def rope_of(model: nn.Module) -> Rope:
+    """The RoPE of the model's rotary embeddings, which must agree: what `install_rope` recorded on them, else plain
+    RoPE of their base (a model SAT built, or one whose base was set by hand)."""
+    from sat.model.position_embedding.triton_rotary_embeddings import FastRotaryEmbedding
+
+    found = [getattr(m, "adapters_rope", None) or Rope.default(m.base)
+             for m in model.modules() if isinstance(m, FastRotaryEmbedding)]  # fmt: skip
+    settings = sorted({json.dumps(dict(r.parameters), sort_keys=True) for r in found})
+    if len(settings) != 1:
+        what = "no rotary embedding" if not found else f"rotary embeddings of {len(settings)} RoPE settings {settings}"
+        raise ExportError(
+            f"{type(model).__name__} has {what}, so no single RoPE can be written\n"
+            "  hint: the model does not have the layout its family exports from; name another family="
+        )
+    return found[0]
+
+
+def write_rope_parameters(config: dict[str, Any], rope: Rope, read: Callable[[dict[str, Any]], Rope]) -> None:
+    """Write `rope` into `config`. The recorded RoPE fields stay as they are (``rope_parameters``, a legacy
+    ``rope_scaling``, a top-level ``rope_theta``) when `read`, the family's forward reading, gives `rope` back from
+    them; otherwise ``rope_parameters`` is written whole, as transformers 5 writes it, a legacy ``rope_scaling`` is
+    dropped (transformers would read it instead), and top-level fields that would override it are updated."""
+    try:
+        if dict(read(config).parameters) == dict(rope.parameters):
+            return
+    except HookError:
+        pass  # recorded fields that conflict, or ask for what the model does not compute: written anew
+    config.pop("rope_scaling", None)
+    config["rope_parameters"] = dict(rope.parameters)
+    for name in ("rope_theta", "original_max_position_embeddings"):
+        if name in config and name in rope.parameters:
+            config[name] = rope.parameters[name]

@@ -4,7 +4,8 @@ SAT keeps q, k and v in one ``query_key_value`` whose rows are ``[Q (heads·head
 V (kv_heads·head_dim)]``, both ``[out, in]`` like HF's ``nn.Linear``. HF's q/k rows are already in the NeoX
 (rotate-half) order SAT's `FastRotaryEmbedding` uses, so there is no permutation. SAT's gated MLP computes
 ``silu(dense_h_to_4h_gate(x)) * dense_h_to_4h(x)``: gate → ``dense_h_to_4h_gate``, up → ``dense_h_to_4h``.
-SAT's rope base is fixed at 10000 and its rotary dim at hidden/heads; `finish` sets both from the config.
+SAT's rope base is fixed at 10000, its rotary dim at hidden/heads and its frequencies unscaled; `finish` installs
+RoPE as transformers computes it from the config (`rope.read_rope`: default, linear, llama3, yarn).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from ...core import Concat, HookError, Spec, ignore, rule
 from ...core.ops import Duplicate
 from ..family import Family
 from ..hf_checkpoint import HFCheckpoint
-from ..hf_config import HFLayout, first, keep, rotary, start, tied, write_rope
-from ..rope import set_rotary_base
+from ..hf_config import HFLayout, first, keep, rope_of, start, tied, write_rope_parameters
+from ..rope import Rope, install_rope, read_rope
 
 _H, _S = "model.layers.{layer}.", "transformer.layers.{layer}."
 
@@ -104,8 +105,8 @@ def llama_args(ckpt: HFCheckpoint) -> dict:
         "hidden_act": (ckpt.get("hidden_act", "silu") != "silu", "an activation other than silu"),
         "attention_bias": (bool(ckpt.get("attention_bias")), "q/k/v/o biases"),
         "mlp_bias": (bool(ckpt.get("mlp_bias")), "MLP biases"),
-        "rope_parameters": (ckpt.rope_type() != "default", f"rope type {ckpt.rope_type()!r} (scaled RoPE)"),
     }, "LLaMAModel")  # fmt: skip
+    llama_rope(ckpt.config, ckpt.path)
     pad = ckpt.get("pad_token_id")
     return decoder_args(ckpt, max_length=2048, eps=1e-6) | {
         "is_rotary_emb": True,
@@ -119,8 +120,13 @@ def _first(value, default):
     return default if value is None else value
 
 
+def llama_rope(config: dict, path, sat_class: str = "LLaMAModel") -> Rope:
+    """RoPE as ``LlamaConfig`` standardises it (default base 1e4, 2048 positions); refuses what SAT cannot compute."""
+    return read_rope(config, path, sat_class, default_theta=10000.0, max_positions=2048)
+
+
 def llama_finish(model, ckpt: HFCheckpoint) -> None:
-    set_rotary_base(model, ckpt.rope_theta(), dim=head_dim(ckpt))
+    install_rope(model, llama_rope(ckpt.config, ckpt.path), dim=head_dim(ckpt))
 
 
 def decoder_config(args, recorded: dict | None, *, model_type: str, architecture: str) -> dict:
@@ -146,13 +152,13 @@ def decoder_config(args, recorded: dict | None, *, model_type: str, architecture
 
 
 def llama_hf_config(model, args, recorded: dict | None) -> HFLayout:
-    """`llama_args` backwards: a ``LlamaConfig`` with the model's RoPE base; the head tied only where it was."""
+    """`llama_args` backwards: a ``LlamaConfig`` with the model's RoPE; the head tied only where it was."""
     is_tied = tied(model, "transformer.word_embeddings.weight", "mixins.lm.lm_head.weight", recorded, default=False)
     config = decoder_config(args, recorded, model_type="llama", architecture="LlamaForCausalLM")
     pad = getattr(args, "pad_token_id", -1)
     config.update(attention_bias=False, mlp_bias=False, tie_word_embeddings=is_tied,
                   pad_token_id=None if pad is None or pad < 0 else pad)  # fmt: skip
-    write_rope(config, rotary(model)[0])
+    write_rope_parameters(config, rope_of(model), lambda c: llama_rope(c, "."))
     return HFLayout(config, frozenset() if is_tied else frozenset({"lm_head.weight"}))
 
 

@@ -12,8 +12,8 @@ memory; `save_pretrained` writes ``block_sparse_moe.experts.{e}.w1/w2/w3``)::
 where SAT's ``transformer.MLP`` names expert 0 without a suffix and expert e ≥ 1 with ``_e``: one rule for expert
 0 and one for ``{expert+1}`` (the rest). Routing is the same computation on both sides: softmax over all experts in
 float32, top-k, renormalise the k weights to sum 1 (SAT ``MixtralMlpMixin.routing_forward``, HF
-``MixtralTopKRouter``). SAT builds its rotary embedding with base 1e6 and dim hidden/heads; `finish` sets both
-from the config.
+``MixtralTopKRouter``). SAT builds its rotary embedding with base 1e6, dim hidden/heads and no frequency scaling;
+`finish` installs RoPE as transformers computes it from the config (as for LLaMA: default, linear, llama3, yarn).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from __future__ import annotations
 from ...core import Concat, Spec, ignore, rule
 from ..family import Family
 from ..hf_checkpoint import HFCheckpoint
-from ..hf_config import HFLayout, rotary, tied, write_rope
-from ..rope import set_rotary_base
+from ..hf_config import HFLayout, rope_of, tied, write_rope_parameters
+from ..rope import Rope, install_rope, read_rope
 from .llama import HEAD, TIED, decoder_args, decoder_config, head_dim, llama_dims, refuse_unsupported
 
 _H, _S = "model.layers.{layer}.", "transformer.layers.{layer}."
@@ -72,27 +72,31 @@ def mixtral_args(ckpt: HFCheckpoint) -> dict:
     window = ckpt.get("sliding_window")
     refuse_unsupported(ckpt, {
         "hidden_act": (ckpt.get("hidden_act", "silu") != "silu", "an activation other than silu"),
-        "rope_parameters": (ckpt.rope_type() != "default", f"rope type {ckpt.rope_type()!r} (scaled RoPE)"),
         "sliding_window": (window is not None, f"attention limited to the last {window} tokens"),
     }, "MixtralModel")  # fmt: skip
+    mixtral_rope(ckpt.config, ckpt.path)
     return decoder_args(ckpt, max_length=4096, eps=1e-5) | {
         "num_experts": ckpt.require("num_local_experts"),
         "num_experts_per_tok": ckpt.require("num_experts_per_tok"),
     }
 
 
+def mixtral_rope(config: dict, path) -> Rope:
+    """RoPE as ``MixtralConfig`` standardises it: its defaults are base 1e6 (SAT's too) and 4096 × 32 positions."""
+    return read_rope(config, path, "MixtralModel", default_theta=1e6, max_positions=4096 * 32)
+
+
 def mixtral_finish(model, ckpt: HFCheckpoint) -> None:
-    # HF Mixtral's default base is 1e6 (SAT's too), used when an old config names none.
-    set_rotary_base(model, ckpt.rope_theta(default=1e6), dim=head_dim(ckpt))
+    install_rope(model, mixtral_rope(ckpt.config, ckpt.path), dim=head_dim(ckpt))
 
 
 def mixtral_hf_config(model, args, recorded: dict | None) -> HFLayout:
-    """`mixtral_args` backwards: a ``MixtralConfig`` (full attention) with the model's RoPE base."""
+    """`mixtral_args` backwards: a ``MixtralConfig`` (full attention) with the model's RoPE."""
     is_tied = tied(model, "transformer.word_embeddings.weight", "mixins.lm.lm_head.weight", recorded, default=False)
     config = decoder_config(args, recorded, model_type="mixtral", architecture="MixtralForCausalLM")
     config.update(num_local_experts=args.num_experts, num_experts_per_tok=args.num_experts_per_tok,
                   sliding_window=None, tie_word_embeddings=is_tied)  # fmt: skip
-    write_rope(config, rotary(model)[0])
+    write_rope_parameters(config, rope_of(model), lambda c: mixtral_rope(c, "."))
     return HFLayout(config, frozenset() if is_tied else frozenset({"lm_head.weight"}))
 
 
