@@ -23,6 +23,7 @@ from ..core import HookError, Reader, TensorInfo, load, open_source
 from ..core.empty import no_init
 from ..core.load import Device
 from ..core.placement import disjoint_device_map, dispatch, plan_placement
+from .rwkv7_eps import BLINKDL_LN_X_EPS, LN_X_EPS_FIELD, install_ln_x_eps_hook
 from .specs.rwkv7 import SPEC
 from .variants import canonical_reader
 
@@ -64,6 +65,7 @@ def config_from_shapes(table: Mapping[str, TensorInfo], path: str = "checkpoint"
         "norm_bias": True,
         "norm_eps": 1e-5,  # nn.LayerNorm's default, which BlinkDL uses
         "tie_word_embeddings": False,
+        LN_X_EPS_FIELD: BLINKDL_LN_X_EPS,  # ln_x's eps, which norm_eps cannot express (`rwkv7_eps`)
     }
 
 
@@ -84,7 +86,8 @@ def from_blinkdl(
 
     Args:
         path: the ``.pth`` file (read lazily through a file mapping), or an open `Reader`.
-        dtype: floating dtype of the model (default float32, like transformers' `from_pretrained`).
+        dtype: floating dtype of the model (default float32, like transformers' `from_pretrained`); also
+            ``model.config.dtype``, as transformers records it.
         device: where the weights go, each tensor placed there as it is read: one device; a device map (module
             prefix → device, e.g. ``{"model.layers.0": 0, "": "cpu"}``, with ``"disk"`` entries for offload); or
             ``"auto"``, ``"balanced"``, ``"balanced_low_0"``, ``"sequential"``, for which accelerate plans the map
@@ -106,9 +109,9 @@ def from_blinkdl(
     from fla.models import RWKV7Config, RWKV7ForCausalLM
 
     from .cpu_ops import install_cpu_fallbacks
-    from .rwkv7_eps import set_blinkdl_gnorm_eps
 
     install_cpu_fallbacks()
+    install_ln_x_eps_hook()  # both done by `import adapters.fla`; repeated for callers of this module alone
     reader = open_source(path)
     try:
         source = canonical_reader(reader)
@@ -126,7 +129,7 @@ def from_blinkdl(
     finally:
         if reader is not path:
             reader.close()
-    set_blinkdl_gnorm_eps(model)
+    model.config.dtype = dtype  # what transformers' from_pretrained records; save_pretrained writes it
     dispatch(model, placement, folder)
     model.adapters_load_report = report  # what was read and written, as SAT models loaded by `from_hf` carry it
     return model.eval()

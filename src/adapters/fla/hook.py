@@ -1,5 +1,6 @@
 """The load hook: after ``import adapters.fla``, ``RWKV7ForCausalLM.from_pretrained`` and
-``AutoModelForCausalLM.from_pretrained`` also take a BlinkDL ``.pth``.
+``AutoModelForCausalLM.from_pretrained`` also take a BlinkDL ``.pth``, and every RWKV-7 model built from a config
+with ``adapters_ln_x_eps`` (what ``adapters convert --to fla`` writes) gets BlinkDL's ln_x eps (`rwkv7_eps`).
 
 A ``.pth`` file, or a folder holding exactly one ``.pth`` and no ``config.json``, goes to `from_blinkdl`; anything
 else (an FLA/HF checkpoint, a hub id) goes to the class's own `from_pretrained`, unchanged. `AutoModel` is not
@@ -15,6 +16,7 @@ import torch
 
 from ..core import HookError
 from .blinkdl import from_blinkdl
+from .rwkv7_eps import install_ln_x_eps_hook
 
 __all__ = ["install_hook", "blinkdl_file"]
 
@@ -49,12 +51,14 @@ def _dtype(value: object, path: Path) -> torch.dtype | None:
 
 
 def install_hook() -> None:
-    """Wrap `RWKV7ForCausalLM.from_pretrained` and `AutoModelForCausalLM.from_pretrained` (idempotent)."""
+    """Wrap `RWKV7ForCausalLM.from_pretrained` and `AutoModelForCausalLM.from_pretrained`, and `RWKV7Block`'s
+    construction for ``adapters_ln_x_eps`` (idempotent)."""
     from fla.models import RWKV7ForCausalLM
     from transformers import AutoModelForCausalLM
 
     for cls in (RWKV7ForCausalLM, AutoModelForCausalLM):
         _wrap(cls)
+    install_ln_x_eps_hook()
 
 
 def _wrap(cls: type) -> None:
