@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import struct
 import zipfile
 from collections.abc import Callable
@@ -69,8 +68,8 @@ def hostile_pth(path: Path, state: dict[str, torch.Tensor] | None = None) -> Pat
 
 
 def hostile_legacy(path: Path) -> Path:
-    with open(path, "wb") as f:
-        pickle.dump({"w": [1.0], "evil": Hostile(path.parent / MARKER)}, f)
+    """A legacy (non-zip) torch file, as old ``.bin``s are, whose pickle would run code."""
+    torch.save({"w": torch.ones(2), "evil": Hostile(path.parent / MARKER)}, path, _use_new_zipfile_serialization=False)
     return path
 
 

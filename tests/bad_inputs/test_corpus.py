@@ -327,8 +327,12 @@ CASES = [
          "  hint: the file references code, not only tensors and containers; load it with "
          "torch.load(weights_only=False) only if you trust its source"),
     Case("legacy pickle that needs code", lambda tmp, mp: Attempt(open_and_read(hostile_legacy(tmp / "evil.pt"))),
-         UnsupportedFormatError, contains=("{tmp}/evil.pt is a legacy (non-zip) torch pickle",),
-         elsewhere="tests/readers/test_readers.py::test_non_zip_pickle"),
+         UnsafePickleError, "refusing to unpickle global 'exec' in {tmp}/evil.pt\n"
+         "  hint: the file references code, not only tensors and containers; load it with "
+         "torch.load(weights_only=False) only if you trust its source"),
+    Case("bytes of no known format", _write("m.bin", b"hello world, not a checkpoint"), UnsupportedFormatError,
+         contains=("{tmp}/m.bin is neither a safetensors file nor a zip-format torch file",),
+         elsewhere="tests/readers/test_readers.py::test_unknown_bytes"),
     Case("missing path", lambda tmp, mp: Attempt(lambda: open_source(tmp / "absent.safetensors")),
          SourceNotFoundError, contains=("{tmp}/absent.safetensors does not exist",),
          elsewhere="tests/readers/test_readers.py::test_missing_path_and_folders"),

@@ -194,14 +194,17 @@ def test_index_that_is_not_json(tmp_path):
     )
 
 
-def test_non_zip_pickle(tmp_path):
+def test_plain_pickle_is_refused_by_the_weights_only_unpickler(tmp_path):
+    """Not a torch file: a plain pickle (protocol 5) goes to the legacy torch reader, whose weights-only unpickler
+    refuses it. Legacy torch files themselves load: tests/readers/test_legacy_bin.py."""
     with open(tmp_path / "old.pt", "wb") as f:
         pickle.dump({"w": [1, 2]}, f)
-    with pytest.raises(UnsupportedFormatError) as e:
+    with pytest.raises(UnsafePickleError) as e:
         open_source(tmp_path / "old.pt")
     assert str(e.value) == (
-        f"{tmp_path}/old.pt is a legacy (non-zip) torch pickle, which cannot be read lazily\n"
-        "  hint: re-save it with torch >= 1.6 (torch.save writes the zip format by default)"
+        f"refusing to unpickle an object outside torch's weights-only allowlist in {tmp_path}/old.pt\n"
+        "  hint: the file references code, not only tensors and containers; load it with "
+        "torch.load(weights_only=False) only if you trust its source"
     )
 
 

@@ -65,7 +65,8 @@ def test_logits_and_hidden_states_match_transformers(tmp_path, cls, overrides):
     assert (args.num_layers, args.hidden_size, args.inner_hidden_size, args.num_types) == (2, 64, 128, 2)
     assert (args.layernorm_order, args.layernorm_epsilon, args.max_sequence_length) == ("post", eps, 64)
     assert model.mixins["bert-final"].lm_head.layer_norm.eps == eps  # SAT builds it with 1e-5
-    assert model.adapters_load_report.ignored == (4 if cls is BertForPreTraining else 0)  # pooler, seq_relationship
+    assert model.adapters_load_report.ignored == (2 if cls is BertForPreTraining else 0)  # seq_relationship
+    assert ("pooler" in model.mixins) == (cls is BertForPreTraining)  # kept: tests/sat/test_pooler_export.py
 
 
 def test_legacy_gamma_beta_names(tmp_path):
@@ -103,12 +104,12 @@ def test_headless_file_loads_without_the_head_and_returns_hidden_states(tmp_path
     keys = json.loads((tmp_path / "model.safetensors.index.json").read_text())["weight_map"]
     assert "embeddings.word_embeddings.weight" in keys and not any(k.startswith(("bert.", "cls.")) for k in keys)
     model, _ = AutoModel.from_pretrained(str(tmp_path), args=None)
-    assert type(model) is BertModel and list(model.mixins) == ["bert-type", "hidden-states"]
+    assert type(model) is BertModel and list(model.mixins) == ["bert-type", "hidden-states", "pooler"]
     ids, types, positions = inputs()
     hidden = encoder_forward(model.eval(), ids, positions, token_type_ids=types)[0]
     assert max_diff(hidden, hf_outputs(checkpoint, ids, types).last_hidden_state) <= TOL
     report = model.adapters_load_report
-    assert report.spec == "hf-bert->sat-bert (headless)" and report.ignored == 2  # pooler.dense.{weight,bias}
+    assert report.spec == "hf-bert->sat-bert (headless)" and report.ignored == 0  # the pooler is kept
     # A head is an explicit choice, never a silent one: adding SAT's own replaces the hidden-states step.
     with pytest.warns(UserWarning, match="final_forward"):
         model.add_mixin("bert-final", BertFinalMixin(VOCAB, 64).eval())

@@ -60,7 +60,7 @@ def test_headless_file_returns_hidden_states(tmp_path):
     keys = json.loads((tmp_path / "model.safetensors.index.json").read_text())["weight_map"]
     assert not any(k.startswith(("roberta.", "lm_head.")) for k in keys)
     model, _ = RobertaModel.from_hf(tmp_path, device="cpu")
-    assert list(model.mixins) == ["hidden-states"]
+    assert list(model.mixins) == ["hidden-states", "pooler"]
     ids, positions = inputs()
     with torch.no_grad():
         ref = checkpoint.model(input_ids=ids).last_hidden_state

@@ -1,13 +1,15 @@
 """``adapters verify PATH``: load through the hook and compare with the reference implementation on random tokens.
 
-HF folder: the SAT model from `from_hf` against transformers' ``AutoModelForCausalLM`` (causal LM families).
-BlinkDL ``.pth``: the FLA model from `from_blinkdl` against BlinkDL's ``rwkv`` package (``RWKV_V7_ON=1``,
-``"cpu fp32"``). Prints the max abs difference of the logits; exits 1 above ``--tol``.
+HF folder: the SAT model from `from_hf` against transformers, for every SAT family transformers implements (causal
+LMs: logits; BERT, RoBERTa, ViT: hidden states, pooler and head outputs; CLIP: both towers' embeddings; the table is
+`sat_references`). BlinkDL ``.pth``: the FLA model from `from_blinkdl` against BlinkDL's ``rwkv`` package
+(``RWKV_V7_ON=1``, ``"cpu fp32"``). Prints the max abs difference over the compared outputs; exits 1 above ``--tol``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 from pathlib import Path
@@ -18,8 +20,6 @@ from .detect import detect
 from .output import CLIError
 
 __all__ = ["add_parser", "run"]
-
-_CAUSAL = ("llama", "mixtral", "gpt2", "glm")  # SAT families whose forward gives logits like transformers' CausalLM
 
 
 def add_parser(sub) -> None:
@@ -34,19 +34,20 @@ def add_parser(sub) -> None:
 def run(args, out) -> int:
     source = detect(args.path)
     if source.kind == "hf":
-        ours, reference, what = _hf(source.path, args, out)
+        pairs, what, given = _hf(source.path, args, out)
     elif source.kind == "blinkdl":
-        ours, reference, what = _blinkdl(source.weights, args, out)
+        pairs, what, given = _blinkdl(source.weights, args, out)
     else:
         raise CLIError(
             f"{source.path} is {'an FLA folder' if source.kind == 'fla' else 'not an HF folder or BlinkDL .pth'}; "
             "verify compares foreign checkpoints with their reference implementation\n"
             "  hint: pass an HF checkpoint folder or a BlinkDL .pth"
         )
-    diff = (ours.float() - reference.float()).abs().max().item()
+    diffs = {name: (ours.float() - theirs.float()).abs().max().item() for name, ours, theirs in pairs}
+    diff = max(diffs.values(), key=lambda d: (math.isnan(d), d))  # a NaN anywhere is the result, never hidden
     ok = diff <= args.tol
-    out.result(f"max abs diff {diff:.3g} ({what}, {args.tokens} tokens): {'ok' if ok else 'ABOVE'} tol {args.tol:g}",
-               max_abs_diff=diff, tol=args.tol, ok=ok, compared=what)  # fmt: skip
+    out.result(f"max abs diff {diff:.3g} ({what}, {given}): {'ok' if ok else 'ABOVE'} tol {args.tol:g}",
+               max_abs_diff=diff, diffs=diffs, tol=args.tol, ok=ok, compared=what)  # fmt: skip
     return 0 if ok else 1
 
 
@@ -58,23 +59,17 @@ def _hf(path: Path, args, out):
     import adapters.sat  # noqa: F401
     from adapters.sat import family_of, from_hf
 
-    family, ckpt = family_of(path)
-    if family.name not in _CAUSAL:
-        raise CLIError(
-            f"{path}: verify compares causal language models; family {family.name} is not one\n"
-            f"  hint: verify supports the families {', '.join(_CAUSAL)}; compare others in Python (see the tests)"
-        )
-    from transformers import AutoModelForCausalLM
+    from .sat_references import COMPARE
 
+    family, ckpt = family_of(path)
+    if family.name not in COMPARE:
+        raise CLIError(
+            f"{path}: verify compares with transformers, which has no implementation of family {family.name}\n"
+            f"  hint: verify supports the families {', '.join(COMPARE)}; compare others in Python (see the tests)"
+        )
     model, _ = from_hf(None, path, device="cpu", dtype=torch.float32, progress=out.progress)
-    reference = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    ids = _ids(ckpt.require("vocab_size"), args)
-    length = ids.shape[1]
-    with torch.no_grad():
-        ours = model.eval()(input_ids=ids, position_ids=torch.arange(length)[None],
-                            attention_mask=torch.ones(1, 1, length, length).tril())[0]  # fmt: skip
-        theirs = reference(input_ids=ids).logits
-    return ours, theirs, f"SAT {type(model).__name__} vs transformers {type(reference).__name__}"
+    pairs, what, given = COMPARE[family.name](path, model.eval(), ckpt, args.tokens, args.seed)
+    return pairs, f"SAT {type(model).__name__} vs transformers {what}", given
 
 
 def _rwkv_x070():
@@ -102,4 +97,5 @@ def _blinkdl(path: Path, args, out):
         reference = _rwkv_x070()(str(path.with_suffix("")), "cpu fp32")
         ours = model(ids).logits[0]
         theirs, _ = reference.forward(ids[0].tolist(), None, full_output=True)
-    return ours, theirs.reshape(args.tokens, -1), "FLA RWKV7ForCausalLM vs BlinkDL rwkv RWKV_x070 (cpu fp32)"
+    what = "FLA RWKV7ForCausalLM vs BlinkDL rwkv RWKV_x070 (cpu fp32)"
+    return [("logits", ours, theirs.reshape(args.tokens, -1))], what, f"{args.tokens} tokens"

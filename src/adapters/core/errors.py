@@ -14,7 +14,7 @@ what and where, indented detail lines (expected vs got, the rule, the file), and
     ├── ReadError                 a source file cannot be read
     │   ├── SourceNotFoundError   no such file, nothing loadable in a folder, or a shard named by an index is missing
     │   ├── CorruptFileError      truncated file, bad header, bad index
-    │   ├── UnsupportedFormatError a file of a format we do not read (legacy non-zip pickle, unknown bytes)
+    │   ├── UnsupportedFormatError a file of a format we do not read (unknown bytes)
     │   └── UnsafePickleError     a pickle that needs code to load: refused, nothing executed
     ├── HookError                 a checkpoint of another family or generation than the hook loads
     ├── FallbackError             a CPU fallback op called with arguments it cannot take
@@ -102,7 +102,7 @@ class CorruptFileError(ReadError):
 
 
 class UnsupportedFormatError(ReadError):
-    """A file in a format `adapters` does not read (a legacy non-zip torch pickle, an unknown format)."""
+    """A file in a format `adapters` does not read (bytes of no known checkpoint format)."""
 
 
 class UnsafePickleError(ReadError):

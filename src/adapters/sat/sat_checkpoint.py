@@ -295,6 +295,7 @@ def load_sat(
     rank = _model_parallel_rank() if ways > 1 else 0
     reader = ckpt.open(partitions, prefix=prefix, replicas_from=rank)
     try:
+        _restore_pooler(model, reader)
         table = model_table(model)
         _check_keys(reader, table, ckpt, sat_cls.__name__)
         sharding = Sharding(ways, rank, partitions) if ways > 1 else None
@@ -307,6 +308,16 @@ def load_sat(
         model.eval()  # as SAT's load_checkpoint does
     model.adapters_load_report = report
     return model, args
+
+
+def _restore_pooler(model, reader) -> None:
+    """A folder saved from a `from_hf` encoder keeps HF's pooler as ``mixins.pooler.*`` (`adapters.sat.pooler`);
+    SAT's class has no such mixin, so give it one before the key check, or the trained pooler would be refused
+    (or, by SAT's own loader, dropped)."""
+    from .pooler import POOLER_MIXIN, add_pooler
+
+    if f"mixins.{POOLER_MIXIN}.dense.weight" in reader.keys() and POOLER_MIXIN not in model.mixins:
+        add_pooler(model)
 
 
 def _target_class(cls: type | None, ckpt: SatCheckpoint) -> type:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..errors import CorruptFileError, ReadError, SourceNotFoundError, UnsupportedFormatError
 from .base import Reader
+from .legacy_torch_file import LegacyTorchReader
 from .safetensors_file import SafetensorsReader
 from .sharded import ShardedReader
 from .torch_file import TorchReader
@@ -68,7 +69,7 @@ def open_file(path: str) -> Reader:
     if len(head) == 9 and head[8:9] == b"{":
         return SafetensorsReader(path)
     if head[:1] == b"\x80":
-        return TorchReader(path)  # raises the legacy-pickle error with its hint
+        return LegacyTorchReader(path)  # a legacy (non-zip) torch pickle: read whole, weights only
     raise UnsupportedFormatError(
         f"{path} is neither a safetensors file nor a zip-format torch file (starts with {head[:8]!r})\n"
         "  hint: adapters reads .safetensors, sharded *.index.json, and torch.save files (.pth/.pt/.bin)"

@@ -21,7 +21,7 @@ from ..table import TensorInfo
 from .base import Reader
 from .pages import drop_pages
 
-__all__ = ["TorchReader"]
+__all__ = ["TorchReader", "flatten", "load_weights_only"]
 
 # torch names the refused global in a few phrasings across versions ("Unsupported global: GLOBAL os.system",
 # "Trying to load unsupported GLOBAL posix.system whose module posix is blocked").
@@ -39,6 +39,38 @@ def _flatten(obj: object, prefix: str, tensors: dict[str, torch.Tensor], extras:
             _flatten(v, f"{prefix}.{i}" if prefix else str(i), tensors, extras)
     else:
         extras[prefix] = obj
+
+
+def load_weights_only(path: str, *, mmap: bool) -> object:
+    """``torch.load(path, weights_only=True)`` on CPU, its failures as typed errors; a refused pickle runs nothing.
+
+    Raises:
+        UnsafePickleError: the pickle references a global outside torch's weights-only allowlist.
+        CorruptFileError: anything else torch cannot read (truncated, damaged records).
+    """
+    try:
+        return torch.load(path, map_location="cpu", mmap=mmap, weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = _GLOBAL.search(str(e))
+        what = f"global '{found.group(1)}'" if found else "an object outside torch's weights-only allowlist"
+        raise UnsafePickleError(
+            f"refusing to unpickle {what} in {path}\n"
+            "  hint: the file references code, not only tensors and containers; load it with "
+            "torch.load(weights_only=False) only if you trust its source"
+        ) from e
+    except Exception as e:  # noqa: BLE001 - a damaged pickle fails in many ways inside torch; nothing ran
+        raise CorruptFileError(
+            f"{path} is not a readable torch file: {str(e).splitlines()[0] if str(e) else type(e).__name__}\n"
+            "  hint: the file is truncated or corrupt; download or write it again"
+        ) from e
+
+
+def flatten(obj: object) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
+    """A loaded torch object as ``(tensors, extras)``: nested keys joined with dots, non-tensor leaves apart."""
+    tensors: dict[str, torch.Tensor] = {}
+    extras: dict[str, object] = {}
+    _flatten(obj, "", tensors, extras)
+    return tensors, extras
 
 
 def _is_zipfile(path: str) -> bool:
@@ -116,24 +148,8 @@ class TorchReader(Reader):
                 f"{self.path} is a legacy (non-zip) torch pickle, which cannot be read lazily\n"
                 "  hint: re-save it with torch >= 1.6 (torch.save writes the zip format by default)"
             )
-        try:
-            obj = torch.load(self.path, map_location="cpu", mmap=True, weights_only=True)
-        except pickle.UnpicklingError as e:
-            found = _GLOBAL.search(str(e))
-            what = f"global '{found.group(1)}'" if found else "an object outside torch's weights-only allowlist"
-            raise UnsafePickleError(
-                f"refusing to unpickle {what} in {self.path}\n"
-                "  hint: the file references code, not only tensors and containers; load it with "
-                "torch.load(weights_only=False) only if you trust its source"
-            ) from e
-        except Exception as e:  # noqa: BLE001 - a damaged pickle fails in many ways inside torch; nothing ran
-            raise CorruptFileError(
-                f"{self.path} is not a readable torch file: {str(e).splitlines()[0] if str(e) else type(e).__name__}\n"
-                "  hint: the file is truncated or corrupt; download or write it again"
-            ) from e
-        self._tensors: dict[str, torch.Tensor] = {}
-        self.extras: dict[str, object] = {}
-        _flatten(obj, "", self._tensors, self.extras)
+        obj = load_weights_only(self.path, mmap=True)
+        self._tensors, self.extras = flatten(obj)
         _check_records(self.path, self._tensors)
         self._order = self._file_order()
 

@@ -15,6 +15,8 @@ Layouts, HF on disk → SAT:
 * A file without the MLM head (``BertModel.save_pretrained``: ``embeddings.*``, ``encoder.*``, ``pooler.*``, no
   prefix) loads *without* the ``bert-final`` mixin, and the model's forward returns the last hidden states. No head
   is ever initialised at random; ``model.add_mixin("bert-final", ...)`` adds one on purpose.
+* The pooler (``pooler.dense``, in base-model and pre-training files) → ``mixins.pooler.dense``
+  (`adapters.sat.pooler`): SAT has none, and a trained one must survive the way back (`save_hf` writes it).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from torch import nn
 from ...core import Concat, HookError, Ignore, KeyPattern, Rule, Spec, ignore, open_source, rule
 from ...core.ops import Duplicate
 from ..headless import drop_head
+from ..pooler import POOLER_MIXIN, add_pooler
 from ..hf_checkpoint import HFCheckpoint
 from ..hf_config import HFLayout, start, tied
 
@@ -74,15 +77,17 @@ class Encoder:
 
 @dataclass(frozen=True)
 class FileLayout:
-    """How one file spells the encoder: its wrapper prefix (``""`` or `Encoder.prefix`) and whether the head is in."""
+    """How one file spells the encoder: its wrapper prefix (``""`` or `Encoder.prefix`), whether the MLM head and
+    the pooler are in."""
 
     prefix: str
     has_head: bool
+    has_pooler: bool
 
 
 def layout_of(enc: Encoder, keys: frozenset[str]) -> FileLayout:
     prefix = enc.prefix if any(k.startswith(enc.prefix) for k in keys) else ""
-    return FileLayout(prefix, any(k.startswith(enc.head) for k in keys))
+    return FileLayout(prefix, any(k.startswith(enc.head) for k in keys), f"{prefix}pooler.dense.weight" in keys)
 
 
 def _norm(source: str, target: str, keys: frozenset[str]) -> tuple[Rule, Rule]:
@@ -130,11 +135,11 @@ def encoder_spec(enc: Encoder, ckpt: HFCheckpoint, keys: frozenset[str]) -> Spec
         rules += _norm(f"{p}encoder.layer.{i}.output.LayerNorm", target, keys)
     ignores = [
         ignore(E + "position_ids",       "HF's position-index buffer (older files save it); SAT takes position_ids as input"),
-        ignore(p + "pooler.dense.weight", f"the pooler (tanh projection of the first token); SAT's {enc.class_name} has none"),
-        ignore(p + "pooler.dense.bias",   f"the pooler (tanh projection of the first token); SAT's {enc.class_name} has none"),
         *enc.ignore,
     ]
     # fmt: on
+    if f.has_pooler:
+        rules += _linear(p + "pooler.dense", f"mixins.{POOLER_MIXIN}.dense")
     if enc.type_target is not None:
         rules.append(rule(E + "token_type_embeddings.weight", enc.type_target))
     else:
@@ -196,12 +201,15 @@ def encoder_args(ckpt: HFCheckpoint, class_name: str) -> dict:
 
 
 def encoder_prepare(enc: Encoder, model: nn.Module, ckpt: HFCheckpoint, keys: frozenset[str]) -> None:
-    """Before loading (model on meta): refuse token types SAT would drop; swap a missing head for hidden states."""
+    """Before loading (model on meta): refuse token types SAT would drop; swap a missing head for hidden states;
+    give the file's pooler a home."""
     layout = layout_of(enc, keys)
     if enc.type_target is None:
         _refuse_nonzero_types(enc, ckpt, layout.prefix + "embeddings.token_type_embeddings.weight", keys)
     if not layout.has_head:
         drop_head(model, HEAD_MIXIN)
+    if layout.has_pooler:
+        add_pooler(model)
 
 
 def _refuse_nonzero_types(enc: Encoder, ckpt: HFCheckpoint, key: str, keys: frozenset[str]) -> None:
@@ -231,8 +239,9 @@ def encoder_hf_config(
     enc: Encoder, model: nn.Module, args, recorded: dict | None, *, model_type: str, classes: tuple[str, str], **fields
 ) -> HFLayout:
     """`encoder_args` backwards (plus the family's `fields`). With SAT's MLM head: the task model `classes[0]`'s
-    layout (prefix, head, the decoder stored only when untied); without: the base model `classes[1]`'s. A type table
-    SAT does not hold is written as the zeros it dropped."""
+    layout (prefix, head, the decoder stored only when untied); without: the base model `classes[1]`'s. The pooler
+    mixin, when the model has one, is written as the pooler. A type table SAT does not hold is written as the zeros
+    it dropped."""
     has_head = HEAD_MIXIN in model.mixins
     words = "transformer.word_embeddings.weight"
     is_tied = has_head and tied(model, words, "mixins.bert-final.lm_head.decoder.weight", recorded, default=True)
@@ -245,6 +254,8 @@ def encoder_hf_config(
     keys = {p + "embeddings.word_embeddings.weight"}
     if has_head:
         keys |= {f"{enc.head_dense}.weight"} | (set() if is_tied else {f"{enc.head_decoder}.weight"})
+    if POOLER_MIXIN in model.mixins:
+        keys.add(p + "pooler.dense.weight")
     extra = {}
     if enc.type_target is None:
         types = config.setdefault("type_vocab_size", 1)

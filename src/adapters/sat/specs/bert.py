@@ -4,7 +4,8 @@ The encoder table and the MLM head are shared with RoBERTa (`_encoder`: the q/k/
 one layer, the tied decoder, headless files). BERT adds the token-type table, which SAT keeps in the ``bert-type``
 mixin: SAT's forward then needs ``token_type_ids`` (zeros for single-segment input, as HF's default). Files may carry
 the ``bert.`` prefix or not, and TensorFlow-converted ones name LayerNorm parameters ``gamma``/``beta``; both are
-read from the key set. The next-sentence head and the pooler have no SAT home and are dropped with reasons.
+read from the key set. The pooler is kept in a ``pooler`` mixin (`adapters.sat.pooler`); the next-sentence head
+has no SAT home and is dropped with a reason.
 """
 
 from __future__ import annotations
