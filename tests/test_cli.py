@@ -195,3 +195,51 @@ def test_readme_table_matches_the_registry():
     assert readme[start:].startswith(table() + "\n"), (
         "regenerate with: python -c 'from adapters.cli.families import table; print(table())'"
     )
+
+
+@pytest.mark.parametrize("before", [True, False], ids=["before-command", "after-command"])
+def test_output_options_go_before_or_after_the_command(capsys, hf, before):
+    def argv(option: str) -> list[str]:
+        return [option, "inspect", str(hf)] if before else ["inspect", str(hf), option]
+
+    assert main(argv("--json")) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] and data["family"] == "SAT family llama -> LLaMAModel"
+    assert main(argv("-q")) == 0
+    assert capsys.readouterr().out == "plan ok: 17 units, 17 targets, missing: none, unused: none, 0 ignored, 1 kept\n"
+    assert main(argv("--quiet")) == 0 and capsys.readouterr().out.count("\n") == 1
+
+
+@pytest.mark.parametrize("umask, folder, file", [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)])
+def test_written_folders_and_files_get_the_umask_modes(capsys, hf, pth, tmp_path, umask, folder, file):
+    import os
+    import stat
+
+    from adapters.core.atomic import write_atomically
+
+    def mode(path):
+        return stat.S_IMODE(path.stat().st_mode)
+
+    old = os.umask(umask)
+    try:
+        assert main(["-q", "convert", str(hf), "--to", "sat", str(tmp_path / "sat")]) == 0
+        assert main(["-q", "convert", str(pth), "--to", "fla", str(tmp_path / "fla")]) == 0
+        write_atomically(tmp_path / "one.bin", lambda tmp: open(tmp, "wb").close())
+    finally:
+        os.umask(old)
+    written = [tmp_path / "sat", *(tmp_path / "sat").rglob("*"), tmp_path / "fla"]
+    assert {p.name: mode(p) for p in written} == {p.name: folder if p.is_dir() else file for p in written}
+    # (transformers 5.24's save_pretrained writes model.safetensors itself, 0600, inside the --to fla folder)
+    assert mode(tmp_path / "one.bin") == file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fla", "one.bin", "sat"]  # no staging folder left
+
+
+def test_inspect_json_says_not_ok_when_no_family_reads_the_folder(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text('{"model_type": "no-such-family"}')
+    code = main(["inspect", str(tmp_path), "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert (code, data["ok"], data["family"]) == (1, False, None)
+    assert "model_type 'no-such-family'" in data["problems"]

@@ -20,12 +20,22 @@ _COMMANDS = (inspect_cmd, convert, verify)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adapters", description=__doc__.splitlines()[0])
-    parser.add_argument("--quiet", "-q", action="store_true", help="print only the result line; no progress bars")
-    parser.add_argument("--json", action="store_true", help="print one JSON object (for scripts); no progress bars")
+    _output_options(parser, default=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in _COMMANDS:
         command.add_parser(sub)
+    for command_parser in sub.choices.values():  # `adapters inspect PATH --json` as well as `adapters --json ...`
+        _output_options(command_parser, default=argparse.SUPPRESS)
     return parser
+
+
+def _output_options(parser: argparse.ArgumentParser, default: object) -> None:
+    """--quiet and --json. A command's copies default to SUPPRESS: argparse copies every attribute of the command's
+    namespace over the main one, so a False default there would undo ``adapters --json COMMAND``."""
+    parser.add_argument("--quiet", "-q", action="store_true", default=default,
+                        help="print only the result line; no progress bars")  # fmt: skip
+    parser.add_argument("--json", action="store_true", default=default,
+                        help="print one JSON object (for scripts); no progress bars")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,13 +3,13 @@
 HF folder -> SAT checkpoint folder (``latest``, ``1/mp_rank_00_model_states.pt``, ``model_config.json``); SAT
 checkpoint folder (any number of model-parallel ranks) -> HF folder (`adapters.sat.save_hf`: sharded safetensors,
 config.json; lora2 LoRA layers merged, or ``--lora peft`` for a PEFT adapter in ``OUT/adapter``); BlinkDL ``.pth``
--> FLA folder (``save_pretrained``: config.json + safetensors); FLA folder -> BlinkDL ``.pth`` (`save_blinkdl`).
+-> FLA folder (``save_pretrained``: config.json + safetensors, with BlinkDL's ln_x eps as ``adapters_ln_x_eps``,
+which FLA honours after ``import adapters.fla``); FLA folder -> BlinkDL ``.pth`` (`save_blinkdl`).
 Every output appears whole or not at all: folders are written beside OUT and renamed into place.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -61,33 +61,31 @@ def run(args, out) -> int:
 
 
 def _to_sat(path: Path, dest: Path, dtype, out) -> Path:
-    import adapters.sat  # noqa: F401
-    from adapters.sat import family_of, from_hf
+    from .sat_folder import write_sat_folder
 
-    family, ckpt = family_of(path)
-    model, _ = from_hf(None, path, device="cpu", dtype=dtype or torch.float32, progress=out.progress)
-    config = {"model_class": type(model).__name__, "model_parallel_size": 1, **family.args(ckpt)}
-
-    def write(tmp: Path) -> None:
-        (tmp / "1").mkdir()
-        torch.save({"module": model.state_dict(), "iteration": 1}, tmp / "1" / "mp_rank_00_model_states.pt")
-        (tmp / "model_config.json").write_text(json.dumps(config, indent=2, default=str))
-        (tmp / "latest").write_text("1")
-
-    return write_folder_atomically(dest, write)
+    return write_sat_folder(path, dest, dtype or torch.float32, out.progress)
 
 
 def _to_hf(path: Path, dest: Path, dtype, lora: str, out) -> Path:
     from adapters.sat import save_hf
 
-    return save_hf(path, dest, dtype=dtype, lora=lora, progress=out.progress)
+    from .sat_folder import load_recorded
+
+    model, args = load_recorded(path, out.progress) or (path, None)  # a folder convert --to sat wrote: as it came
+    return save_hf(model, dest, args, dtype=dtype, lora=lora, progress=out.progress)
 
 
 def _to_fla(path: Path, dest: Path, dtype, out) -> Path:
     from adapters.fla import from_blinkdl
+    from adapters.fla.rwkv7_eps import plain_fla_note
 
     model = from_blinkdl(detect(path).weights, dtype=dtype or torch.float32, progress=out.progress)
-    return write_folder_atomically(dest, lambda tmp: model.save_pretrained(tmp))
+    written = write_folder_atomically(dest, lambda tmp: model.save_pretrained(tmp))
+    note = plain_fla_note(model.config)  # head size != 64: plain FLA (no adapters import) loads ln_x's eps wrong
+    if note is not None:
+        out.line(note)
+        out.data["note"] = note
+    return written
 
 
 def _to_blinkdl(path: Path, dest: Path, dtype, out) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 
 from ..core import HookError, PlanError, open_source
-from ..core.readers import SafetensorsReader, ShardedReader, TorchReader
+from ..core.readers import LegacyTorchReader, SafetensorsReader, ShardedReader, TorchReader
 from ..core.report import _size
 from .detect import detect
 from .plans import blinkdl_plan, fla_plan, sat_plan
@@ -26,6 +26,8 @@ def _format(reader) -> str:
         return "safetensors"
     if isinstance(reader, TorchReader):
         return "torch zip (torch.save)"
+    if isinstance(reader, LegacyTorchReader):
+        return "legacy torch pickle (read whole into memory to list it: no mmap for this format)"
     return type(reader).__name__
 
 
@@ -48,10 +50,11 @@ def run(args, out) -> int:
         try:
             what, the_plan = planner()
         except HookError as e:
-            out.result(f"family:  none\n{e}", family=None, problems=str(e))
+            out.result(f"family:  none\n{e}", ok=False, family=None, problems=str(e))
             return 1
         except PlanError as e:
-            out.result(f"family:  matched, but the plan does not fit\n{e}", family="matched", problems=str(e))
+            out.result(f"family:  matched, but the plan does not fit\n{e}", ok=False, family="matched",
+                       problems=str(e))  # fmt: skip
             return 1
     out.line(f"family:  {what}")
     out.line(the_plan.describe())

@@ -6,27 +6,23 @@ from pathlib import Path
 
 import torch
 
-from ..core import Plan, Reader, empty_weights, plan
+from ..core import Plan, Reader, plan
 
 __all__ = ["sat_plan", "blinkdl_plan", "fla_plan"]
 
 
 def sat_plan(path: Path, reader: Reader) -> tuple[str, Plan]:
-    """The SAT family reading HF folder `path` (``"llama -> LLaMAModel"``) and its plan over `reader`."""
-    import adapters.sat  # noqa: F401  (SAT CPU fallbacks)
-    from adapters.sat.from_hf import family_of, merge_args, target_class
+    """The SAT family reading HF folder `path` (``"llama -> LLaMAModel"``) and its plan over `reader`.
 
-    family, ckpt = family_of(path)
-    sat_cls = target_class(None, family, ckpt)
-    args = merge_args(sat_cls, family.args(ckpt), None, {}, ckpt)
-    keys = frozenset(reader.keys())
-    spec = family.spec(ckpt, keys)
-    args.skip_init, args.use_gpu_initialization = True, False
-    with empty_weights():
-        model = sat_cls(args, params_dtype=torch.float32)
-    if family.prepare is not None:
-        family.prepare(model, ckpt, keys)
-    return f"SAT family {family.name} -> {family.class_name}", plan(spec, reader, model, dims=family.dims(ckpt))
+    The model is built on meta by `from_hf`'s own steps (`resolve_target`, `build_on_meta`), so inspect plans
+    exactly what a load would: the same args, the same class, the same head dropped for a headless file.
+    """
+    from adapters.sat.from_hf import build_on_meta, resolve_target
+
+    target = resolve_target(None, path, device="cpu")
+    model, spec = build_on_meta(target, frozenset(reader.keys()))
+    family = target.family
+    return f"SAT family {family.name} -> {family.class_name}", plan(spec, reader, model, dims=family.dims(target.ckpt))
 
 
 def blinkdl_plan(reader: Reader) -> tuple[str, Plan]:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import ExportError
 
-__all__ = ["write_atomically"]
+__all__ = ["failing_as_export_error", "staging", "write_atomically"]
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[str], None], *, overwrite: bool = False) -> Path:
@@ -23,22 +25,42 @@ def write_atomically(path: str | os.PathLike, write: Callable[[str], None], *, o
         raise ExportError(f"{dest} already exists\n  hint: pass overwrite=True to replace it, or choose another path")
     if not dest.parent.is_dir():
         raise ExportError(f"cannot write {dest}: folder {dest.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
+    with staging(dest) as staged, failing_as_export_error(dest):
+        tmp = str(staged)
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, dest)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(e, (KeyboardInterrupt, SystemExit, ExportError)):
-            raise
-        raise ExportError(f"writing {dest} failed: {e}\n  hint: nothing was written; fix the cause and retry") from e
     dir_fd = os.open(dest.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
     return dest
+
+
+@contextmanager
+def failing_as_export_error(dest: Path) -> Iterator[None]:
+    """Any failure inside, but an interrupt or an `ExportError` already typed, as an `ExportError` naming `dest`."""
+    try:
+        yield
+    except BaseException as e:
+        if isinstance(e, (KeyboardInterrupt, SystemExit, ExportError)):
+            raise
+        raise ExportError(f"writing {dest} failed: {e}\n  hint: nothing was written; fix the cause and retry") from e
+
+
+@contextmanager
+def staging(dest: Path) -> Iterator[Path]:
+    """A path to write `dest` at before renaming it into place: ``.<name>.<random>.tmp/<name>`` beside `dest`.
+
+    Nothing exists at the path yet, so the file or folder written there gets the modes the umask gives (0644/0755
+    under umask 022), as a plain ``open``/``mkdir`` would; ``mkstemp``/``mkdtemp``'s own are 0600/0700, which other
+    users could not read. The private folder around it keeps the name unique; it is removed, with anything left
+    in it, on exit.
+    """
+    box = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        yield box / dest.name
+    finally:
+        shutil.rmtree(box, ignore_errors=True)

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from .atomic import write_atomically
+from .atomic import failing_as_export_error, staging, write_atomically
 from .errors import ExportError
 from .plan import Plan, plan
 from .readers.base import Reader
@@ -236,15 +236,10 @@ def write_folder_atomically(dest: str | os.PathLike, write: Callable[[Path], Non
         raise ExportError(f"{dest} already exists\n  hint: pass overwrite=True to replace it, or choose another path")
     if not dest.parent.is_dir():
         raise ExportError(f"cannot write {dest}: folder {dest.parent} does not exist")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    try:
+    with staging(dest) as tmp, failing_as_export_error(dest):  # tmp is removed, with what was written, on failure
+        tmp.mkdir()  # umask modes (0755), not mkdtemp's 0700
         write(tmp)
         _replace_folder(tmp, dest)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, (KeyboardInterrupt, SystemExit, ExportError)):
-            raise
-        raise ExportError(f"writing {dest} failed: {e}\n  hint: nothing was written; fix the cause and retry") from e
     return dest
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,7 +23,7 @@ from .hf_checkpoint import HFCheckpoint, resolve_hf
 from .partition import prepare_parallel, sat_sharding
 from .specs import FAMILIES
 
-__all__ = ["family_of", "from_hf", "merge_args", "target_class"]
+__all__ = ["Target", "build_on_meta", "family_of", "from_hf", "merge_args", "resolve_target", "target_class"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MODULE_HINT = "mixins, transformer.word_embeddings, transformer.layers.0, transformer.final_layernorm"
@@ -87,29 +88,19 @@ def from_hf(
         ReadError: missing or corrupt weight files.
         LoadError: placement failed; the model is back on meta and is not returned.
     """
-    install_cpu_fallbacks()
-    family, ckpt = family_of(name_or_path, cls, revision=revision, cache_dir=cache_dir,
-                             local_files_only=local_files_only, token=token)  # fmt: skip
-    sat_cls = target_class(cls, family, ckpt)
-    args = merge_args(sat_cls, family.args(ckpt), args, dict(overwrite_args or {}), ckpt)
-    dtype = _resolve_dtype(dtype, args, ckpt)
-    device = _resolve_device(device if device_map is None else "cpu", args, ckpt)  # a map wins over device
-    args.device = str(device)
-    args.fp16, args.bf16 = dtype == torch.float16, dtype == torch.bfloat16
+    # A device_map wins over device: the map places the tensors; args describe a CPU build.
+    target = resolve_target(cls, name_or_path, args, device=device if device_map is None else "cpu", dtype=dtype,
+                            overwrite_args=overwrite_args, revision=revision, cache_dir=cache_dir,
+                            local_files_only=local_files_only, token=token)  # fmt: skip
+    family, ckpt, args, dtype, device = target.family, target.ckpt, target.args, target.dtype, target.device
     if build_only:
         from sat.model.base_model import get_model
 
-        return get_model(args, sat_cls, **model_kwargs), args
+        return get_model(args, target.sat_cls, **model_kwargs), args
 
     reader = open_source(ckpt.path)
     try:
-        keys = frozenset(reader.keys())
-        spec = family.spec(ckpt, keys)
-        args.skip_init, args.use_gpu_initialization = True, False  # weights come from the file, never from init
-        with empty_weights():
-            model = _build(sat_cls, args, dtype, model_kwargs, ckpt)
-        if family.prepare is not None:
-            family.prepare(model, ckpt, keys)
+        model, spec = build_on_meta(target, frozenset(reader.keys()), model_kwargs)
         # Model parallel: this rank's model holds its partitions only, and it reads only the slices they need.
         sharding = sat_sharding(model) if args.model_parallel_size != 1 else None
         placement = (
@@ -129,6 +120,53 @@ def from_hf(
     model.adapters_family = family.name  # what save_hf exports it as, and the config fields SAT args do not hold
     model.adapters_hf_config = dict(ckpt.config)
     return model, args
+
+
+@dataclass(frozen=True)
+class Target:
+    """What `from_hf` builds, decided before any weight is read: family, checkpoint, SAT class, merged args
+    (``device``, ``fp16``/``bf16`` set), and the parameter dtype and device."""
+
+    family: Family
+    ckpt: HFCheckpoint
+    sat_cls: type
+    args: argparse.Namespace
+    dtype: torch.dtype
+    device: torch.device
+
+
+def resolve_target(
+    cls: type | None,
+    name_or_path: str | os.PathLike,
+    args: argparse.Namespace | None = None,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    overwrite_args: dict[str, Any] | None = None,
+    **hub: Any,
+) -> Target:
+    """`from_hf`'s first half: the family, class and args it builds `name_or_path` with (see `from_hf`)."""
+    install_cpu_fallbacks()
+    family, ckpt = family_of(name_or_path, cls, **hub)
+    sat_cls = target_class(cls, family, ckpt)
+    args = merge_args(sat_cls, family.args(ckpt), args, dict(overwrite_args or {}), ckpt)
+    dtype = _resolve_dtype(dtype, args, ckpt)
+    device = _resolve_device(device, args, ckpt)
+    args.device = str(device)  # SAT classes read it while building (GLM-4V's vision tower)
+    args.fp16, args.bf16 = dtype == torch.float16, dtype == torch.bfloat16
+    return Target(family, ckpt, sat_cls, args, dtype, device)
+
+
+def build_on_meta(target: Target, keys: frozenset[str], model_kwargs: dict[str, Any] | None = None):
+    """The target's SAT model on meta, prepared for a file holding `keys` (a missing head dropped), and the spec
+    that loads those keys into it; returns ``(model, spec)``. Used by `from_hf` and ``adapters inspect``."""
+    spec = target.family.spec(target.ckpt, keys)
+    target.args.skip_init, target.args.use_gpu_initialization = True, False  # weights come from the file, not init
+    with empty_weights():
+        model = _build(target.sat_cls, target.args, target.dtype, model_kwargs or {}, target.ckpt)
+    if target.family.prepare is not None:
+        target.family.prepare(model, target.ckpt, keys)
+    return model, spec
 
 
 def _plan_map(model, device_map, max_memory, offload_folder, dtype, ckpt: HFCheckpoint):

@@ -12,7 +12,7 @@ import functools
 
 from torch import nn
 
-__all__ = ["HIDDEN_STATES_MIXIN", "drop_head"]
+__all__ = ["HIDDEN_STATES_MIXIN", "drop_head", "dropped_head"]
 
 HIDDEN_STATES_MIXIN = "hidden-states"
 
@@ -24,6 +24,10 @@ def _hidden_states_mixin_class() -> type:
 
     class HiddenStatesMixin(BaseMixin):
         """Stands in for a head the checkpoint lacks: the forward returns the last hidden states."""
+
+        def __init__(self, replaces: str):
+            super().__init__()
+            self.replaces = replaces  # the head mixin's name, for messages (a plain attribute: no state-dict key)
 
         @replacable
         def final_forward(self, logits, **kw_args):
@@ -37,5 +41,11 @@ def drop_head(model: nn.Module, head_mixin: str) -> bool:
     if head_mixin not in model.mixins:
         return False
     model.del_mixin(head_mixin)
-    model.add_mixin(HIDDEN_STATES_MIXIN, _hidden_states_mixin_class()())
+    model.add_mixin(HIDDEN_STATES_MIXIN, _hidden_states_mixin_class()(head_mixin))
     return True
+
+
+def dropped_head(model: nn.Module) -> str | None:
+    """The name of the head mixin `drop_head` replaced in `model` (``"bert-final"``, ``"cls"``), or None."""
+    mixins = getattr(model, "mixins", {})
+    return mixins[HIDDEN_STATES_MIXIN].replaces if HIDDEN_STATES_MIXIN in mixins else None
