@@ -46,14 +46,15 @@ test: $(VENV)/.installed
 test-min: .venv-min/.installed
 	.venv-min/bin/python -m pytest -q
 
-# The canary: what a user who runs `pip install ckpt-adapters[sat,fla]` today gets (torch stays $(TORCH): the
-# newer torch on the registry is a CUDA build). Prints what moved past the lock, then runs the suite.
+# The canary: what a user who runs `pip install ckpt-adapters[sat,fla]` today gets, except torch, held at the CPU
+# build by requirements/constraints.txt (the newer torch on the registry is a multi-GB CUDA build, which an eager
+# upgrade would otherwise pull in). Prints what moved past the lock, then runs the suite.
 test-latest:
 	rm -rf .venv-latest
 	$(PYTHON) -m venv .venv-latest
 	.venv-latest/bin/python -m pip install -q --upgrade pip
 	.venv-latest/bin/python -m pip install -q $(TORCH)
-	.venv-latest/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[test,sat,fla]"
+	.venv-latest/bin/python -m pip install -q --upgrade --upgrade-strategy eager -c $(REQ)/constraints.txt -e ".[test,sat,fla]"
 	.venv-latest/bin/python -m pip install -q --upgrade --no-deps SwissArmyTransformer
 	.venv-latest/bin/python $(REQ)/drift.py $(REQ)/lock.txt $(REQ)/sat.txt
 	.venv-latest/bin/python -m pytest -q
