@@ -56,7 +56,8 @@ CHECKPOINTS: dict[str, Callable[[Path], object]] = {
     "chatglm": chatglm6b_checkpoint,
     "chatglm2": lambda path: thudm_checkpoint(path, "chatglm2"),
     "chatglm3": lambda path: thudm_checkpoint(path, "chatglm3"),
-    "glm4": lambda path: thudm_checkpoint(path, "glm4"),
+    # rope_ratio 1: the release's 500 is a RoPE base SAT's own class does not keep (refused below, by name)
+    "glm4": lambda path: thudm_checkpoint(path, "glm4", rope_ratio=1),
     "glm": glm_checkpoint,
     "glm4v": glm4v_checkpoint,
     "cogvlm": cogvlm_checkpoint,
@@ -280,36 +281,30 @@ def test_convert_refuses_a_headless_checkpoint(capsys, tmp_path, family):
 )
 def test_convert_refuses_rope_sats_own_class_would_not_compute(capsys, tmp_path, overrides, line):
     """Llama 3's base and scaling come from from_hf at load time; a SAT folder has no field for them, so SAT's own
-    from_pretrained would run it with base 10000: refused, nothing written."""
+    from_pretrained in bf16 would run it with base 10000: refused, nothing written."""
     llama_checkpoint(tmp_path / "hf", "gqa", **overrides)
+    _rope_refusal(capsys, tmp_path, "llama", "LLaMAModel", line)
+
+
+def test_convert_refuses_glm4s_rope_ratio(capsys, tmp_path):
+    thudm_checkpoint(tmp_path / "hf", "glm4")  # the release's rope_ratio 500: base 5e6
+    line = "rope type 'default', theta 5e+06, rotary dim 8 (SAT builds theta 10000, rotary dim 8, unscaled)"
+    _rope_refusal(capsys, tmp_path, "glm4", "ChatGLM4Model", line)
+
+
+def _rope_refusal(capsys, tmp_path, family: str, name: str, line: str) -> None:
+    """convert --to sat refuses with the RoPE message, naming `family`, class `name` and the from_hf `line`."""
     code = main(["--json", "convert", str(tmp_path / "hf"), "--to", "sat", str(tmp_path / "sat")])
     data = json.loads(capsys.readouterr().out)
     assert code == 1 and data["error"] == "ExportError"
     assert data["message"] == (
-        f"{tmp_path / 'hf'}: a llama checkpoint whose RoPE SAT's own LLaMAModel does not compute cannot be "
+        f"{tmp_path / 'hf'}: a {family} checkpoint whose RoPE SAT's own {name} does not compute cannot be "
         "converted --to sat\n"
         f"  from_hf:  {line}\n"
-        "  SAT:      model_config.json has no field for it, so SAT's from_pretrained would run the folder with its "
-        "own RoPE: wrong outputs, no error\n"
-        "  hint: load the HF folder itself (import adapters.sat; LLaMAModel.from_hf(PATH)): adapters computes this "
-        "RoPE at load time"
+        "  SAT:      model_config.json has no field for it; SAT keeps the file's inv_freq only while it stays float32 "
+        "and recomputes its own RoPE once loaded in bf16/fp16 (a yarn factor is never stored): wrong outputs, no "
+        "error\n"
+        f"  hint: load the HF folder itself (import adapters.sat; {name}.from_hf(PATH)): adapters computes this RoPE "
+        "at load time"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
-
-
-def test_a_trained_pooler_survives_convert_to_sat_and_back(tmp_path):
-    """BertForPreTraining carries a pooler SAT's BertModel lacks: the SAT folder keeps it (mixins.pooler.*, which
-    SAT's own loader ignores) and `convert --to hf` writes it back: transformers' pooler_output is unchanged."""
-    from transformers import BertForPreTraining, BertModel
-
-    bert_checkpoint(tmp_path / "hf", BertForPreTraining)
-    assert main(["-q", "convert", str(tmp_path / "hf"), "--to", "sat", str(tmp_path / "sat")]) == 0
-    assert main(["-q", "convert", str(tmp_path / "sat"), "--to", "hf", str(tmp_path / "back")]) == 0
-    ids = torch.randint(0, 100, (1, 9), generator=torch.Generator().manual_seed(0))
-    outputs = []
-    for folder in ("hf", "back"):
-        model, info = BertModel.from_pretrained(tmp_path / folder, output_loading_info=True)
-        assert not info["missing_keys"], (folder, info["missing_keys"])
-        with torch.no_grad():
-            outputs.append(model.eval()(ids).pooler_output)
-    assert (outputs[0] - outputs[1]).abs().max().item() <= TOL

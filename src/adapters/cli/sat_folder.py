@@ -8,9 +8,11 @@ Layout written (whole or not at all, `write_folder_atomically`)::
                                         came from, for `convert OUT --to hf` (extra SAT args, unused by SAT)
     OUT/1/mp_rank_00_model_states.pt    {"module": the model's state dict, "iteration": 1}
 
-A checkpoint whose RoPE `from_hf` installs at load time (a base SAT hard-codes otherwise, Llama 3's 5e5; a scaling
-such as ``llama3``) is refused too, after the load and before anything is written: SAT's own class would run the
-folder with its own angles and no error.
+A checkpoint whose RoPE `from_hf` installs at load time (a base SAT hard-codes otherwise: Llama 3's 5e5, GLM-4's
+``rope_ratio``; a scaling such as ``llama3``) is refused too, after the load and before anything is written. The
+folder's ``inv_freq`` buffer would carry the frequencies, but SAT's rotary recomputes them from its own base whenever
+the buffer is not float32 (bf16/fp16 inference, SAT's usual), and nothing stores yarn's attention factor: wrong
+angles, no error.
 
 A checkpoint without its task head (``BertModel``/``ViTModel`` files: no MLM head, no classifier) is refused before
 any tensor is read: `from_hf` swaps SAT's head mixin for one returning the hidden states (`adapters.sat.headless`),
@@ -86,8 +88,9 @@ def _refuse_runtime_rope(model, target) -> None:
         f"{target.ckpt.path}: a {family} checkpoint whose RoPE SAT's own {name} does not compute cannot be "
         "converted --to sat\n"
         + "".join(f"  from_hf:  {line}\n" for line in changes)
-        + f"  SAT:      model_config.json has no field for it, so SAT's from_pretrained would run the folder with "
-        "its own RoPE: wrong outputs, no error\n"
+        + "  SAT:      model_config.json has no field for it; SAT keeps the file's inv_freq only while it stays "
+        "float32 and recomputes its own RoPE once loaded in bf16/fp16 (a yarn factor is never stored): wrong "
+        "outputs, no error\n"
         f"  hint: load the HF folder itself (import adapters.sat; {name}.from_hf(PATH)): adapters computes this RoPE "
         "at load time"
     )
