@@ -22,22 +22,7 @@ from sat.generation.sampling_strategies import BaseStrategy
 from sat.model.mixins import CachedAutoregressiveMixin
 
 import adapters.sat  # noqa: F401  (the one added line: SAT's from_pretrained now also takes HF checkpoints)
-
-
-def tiny_hf_llama(folder: Path):
-    """A random `LlamaForCausalLM` (vocab 128, hidden 64, 2 layers, GQA 4/2, rope θ 5e5) saved as sharded safetensors."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                         rope_theta=5e5, tie_word_embeddings=False)  # fmt: skip
-    model = LlamaForCausalLM(config).eval()
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0, 0.15) if param.dim() > 1 else param.normal_(1.0, 0.1)
-    model.save_pretrained(folder, max_shard_size="100KB")
-    return model
+from adapters.demo.sat_demo import write_tiny_llama
 
 
 def sat_generate(model, prompt: list[int], new_tokens: int) -> list[int]:
@@ -58,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
         path = opts.path
         if path is None:
             path = str(Path(tmp) / "tiny-llama")
-            reference = tiny_hf_llama(Path(path))
+            reference = write_tiny_llama(Path(path), max_shard_size="100KB")  # the demo's tiny LLaMA, sharded
 
         # --- what a SAT inference script does -------------------------------------------------------------
         args = argparse.Namespace(mode="inference", fp16=False, bf16=False, skip_init=True, device="cpu")

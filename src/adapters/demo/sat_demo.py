@@ -17,8 +17,9 @@ __all__ = ["PROMPT", "run_sat", "sat_logits", "write_tiny_llama"]
 PROMPT = (1, 17, 42, 5, 99, 7, 64, 3)
 
 
-def write_tiny_llama(folder: Path) -> nn.Module:
-    """Save a random fp32 `LlamaForCausalLM` (vocab 128, hidden 64, 2 layers, GQA 4/2, rope θ 5e5) to `folder`.
+def write_tiny_llama(folder: Path, max_shard_size: str | None = None) -> nn.Module:
+    """Save a random fp32 `LlamaForCausalLM` (vocab 128, hidden 64, 2 layers, GQA 4/2, rope θ 5e5) to `folder`,
+    in shards of at most `max_shard_size` when given (``examples/sat_inference_from_hf.py`` uses this too).
 
     Returns the transformers model itself, in eval mode: the reference the SAT model is compared with.
     """
@@ -34,7 +35,7 @@ def write_tiny_llama(folder: Path) -> nn.Module:
         # larger weights give logits of order one, so the comparison and the next token mean something.
         for param in model.parameters():
             param.normal_(0, 0.15) if param.dim() > 1 else param.normal_(1.0, 0.1)
-    model.save_pretrained(folder)
+    model.save_pretrained(folder, **({} if max_shard_size is None else {"max_shard_size": max_shard_size}))
     return model
 
 
